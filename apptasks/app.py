@@ -1,0 +1,73 @@
+"""The app factory: the ASGI application that serves GraphQL and screens.
+
+This module and the CLI are the only places that wire the layers together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from apptasks import db
+from apptasks.settings import Settings
+from apptasks.web import health, render_page
+from schema.context import Context
+from schema.schema import schema
+from workers.queue import RunQueue
+
+
+class AppTasksGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI app with our context."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        self.settings = settings
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket | None = None
+    ) -> Context:
+        return Context(
+            settings=self.settings,
+            queue=request.app.state.queue,
+            authorization=request.headers.get("authorization"),
+            request=request,
+            response=response,
+        )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The API for these settings; connects to the database and Redis on start."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect(settings)
+        queue = await RunQueue.connect(settings)
+        app.state.settings = settings
+        app.state.queue = queue
+        app.state.redis = queue.redis
+        try:
+            yield
+        finally:
+            await queue.close()
+            await db.close()
+
+    async def home(_: Any) -> Response:
+        return RedirectResponse("/graphql")
+
+    graphql = AppTasksGraphQL(settings)
+    routes = [
+        Route("/", home),
+        Route("/healthz", health),
+        Route("/render/{secret}", render_page),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,87 @@
+"""The exceptions App Tasks raises on purpose, each with its GraphQL error code.
+
+Callers catch `AppTasksError`; the GraphQL layer turns its `code` into
+`extensions.code` and its message into the error's message, unchanged. Any
+other exception is a bug of ours and is masked before it reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppTasksError(Exception):
+    """Base of every error a person can act on."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions = extensions
+
+
+class ConfigurationError(AppTasksError):
+    """A setting or a plugin is wrong; raised at start-up."""
+
+    code = "CONFIGURATION_ERROR"
+
+
+class BadInput(AppTasksError):
+    """An argument is malformed or breaks a rule."""
+
+    code = "BAD_USER_INPUT"
+
+
+class NotFound(AppTasksError):
+    """The thing does not exist, or belongs to another app (never told apart)."""
+
+    code = "NOT_FOUND"
+
+
+class NameTaken(AppTasksError):
+    """A name that must be unique within the app is already used."""
+
+    code = "NAME_TAKEN"
+
+
+class TaskLimitReached(AppTasksError):
+    """The app already has the most tasks it may have."""
+
+    code = "TASK_LIMIT_REACHED"
+
+
+class Unauthenticated(AppTasksError):
+    """No token, or a token that is not known."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(AppTasksError):
+    """The token is known but may not do this."""
+
+    code = "FORBIDDEN"
+
+
+class TaskFailed(AppTasksError):
+    """The screen's handler failed; carries errorType and errorMessage."""
+
+    code = "TASK_FAILED"
+
+
+class TaskTimeout(TaskFailed):
+    """The run went past its time limit and was killed."""
+
+    code = "TASK_TIMEOUT"
+
+
+class Unavailable(AppTasksError):
+    """A service App Tasks depends on (Redis, the database) did not answer."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+class RunPending(AppTasksError):
+    """The caller stopped waiting before the run had a result; the run goes on."""
+
+    code = "RUN_PENDING"

@@ -1,0 +1,82 @@
+"""Task logs: one entry per run, `app.task.completed` or `app.task.failed`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apptasks.errors import BadInput
+from apptasks.execution import RunOutcome
+from apptasks.models import TaskLog
+from apptasks.runs import SCHEDULED, RunOrder
+
+COMPLETED = "app.task.completed"
+FAILED = "app.task.failed"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+async def record_run(order: RunOrder, outcome: RunOutcome, duration_ms: int) -> TaskLog:
+    """Write the run's log entry; scheduled runs keep the result, on-demand ones not."""
+    data: dict[str, Any] = {
+        "mode": order.mode,
+        "duration": duration_ms,
+        "pageId": order.page_id,
+        "pageVersion": order.page_version,
+        "environment": order.environment,
+        "taskId": order.task_id,
+        "taskName": order.task_name,
+        "runId": order.run_id,
+        "browser": outcome.browser,
+        "browserVersion": outcome.browser_version,
+        "console": outcome.console,
+    }
+    if order.mode == SCHEDULED:
+        data["scheduledFor"] = order.fire_at
+        if outcome.ok:
+            data["result"] = outcome.result
+    if outcome.error is not None:
+        data.update(outcome.error.as_log_data())
+
+    return await TaskLog.create(
+        app_id=order.app_id,
+        task_id=order.task_id,
+        type=COMPLETED if outcome.ok else FAILED,
+        data=data,
+    )
+
+
+async def list_logs(
+    app_id: int,
+    task_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    log_type: str | None = None,
+) -> tuple[int, list[TaskLog]]:
+    """(count of matching entries, one page of them newest first)."""
+    limit = DEFAULT_LIMIT if limit is None else limit
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise BadInput(f"offset {offset}: must not be negative")
+
+    query = TaskLog.filter(app_id=app_id)
+    if task_id is not None:
+        query = query.filter(task_id=task_id)
+    if log_type is not None:
+        query = query.filter(type=log_type)
+
+    count = await query.count()
+    logs = await query.order_by("-id").offset(offset).limit(limit)
+    return count, logs
+
+
+def log_message(log: TaskLog) -> dict[str, Any]:
+    """A log entry as announced on the app's channel (the seed's log shape)."""
+    return {
+        "id": log.id,
+        "appId": log.app_id,
+        "taskId": log.task_id,
+        "type": log.type,
+        "createdAt": log.created_at.isoformat(),
+        "data": log.data,
+    }

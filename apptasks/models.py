@@ -1,0 +1,119 @@
+"""Database models: apps and their tokens, screens (pages) with versions, tasks, logs.
+
+Logs keep the task id as a plain column rather than a foreign key, so that a
+removed task's log entries stay readable for the retention period.
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+# Tortoise copies model docstrings into table comments and splits the SQLite
+# schema at semicolons, so the docstrings here avoid them.
+
+
+class App(Model):
+    """A tenant: every page, task and log belongs to exactly one app."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "apps"
+
+
+class Token(Model):
+    """An app's bearer token. Only a SHA-256 digest of the secret is stored."""
+
+    id = fields.IntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="tokens", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=200)
+    secret_digest = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "tokens"
+
+
+class Page(Model):
+    """A screen: its current draft and the number of its live (published) version."""
+
+    id = fields.IntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="pages", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=200)
+    draft_html = fields.TextField()
+    live_version = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "pages"
+
+
+class PageVersion(Model):
+    """A published snapshot of a page, numbered 1, 2, ... per page."""
+
+    id = fields.IntField(primary_key=True)
+    page: fields.ForeignKeyRelation[Page] = fields.ForeignKeyField(
+        "models.Page", related_name="versions", on_delete=fields.CASCADE
+    )
+    number = fields.IntField()
+    html = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "page_versions"
+        unique_together = (("page", "number"),)
+
+
+class Task(Model):
+    """A screen to run on a schedule (with a frequency) or on demand."""
+
+    id = fields.IntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="tasks", on_delete=fields.CASCADE
+    )
+    page: fields.ForeignKeyRelation[Page] = fields.ForeignKeyField(
+        "models.Page", related_name="tasks", on_delete=fields.RESTRICT
+    )
+    name = fields.CharField(max_length=64)
+    active = fields.BooleanField(default=True)
+    frequency = fields.CharField(max_length=200, null=True)
+    timezone = fields.CharField(max_length=64, default="+00")
+    timeout = fields.FloatField(default=10.0)
+    last_run_at = fields.DatetimeField(null=True)
+    next_run_at = fields.DatetimeField(null=True, db_index=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    app_id: int
+    page_id: int
+
+    class Meta:
+        table = "tasks"
+        unique_together = (("app", "name"),)
+
+
+class TaskLog(Model):
+    """One entry per run: `app.task.completed` or `app.task.failed`, with its data."""
+
+    id = fields.BigIntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="logs", on_delete=fields.CASCADE
+    )
+    task_id = fields.IntField(null=True, db_index=True)
+    type = fields.CharField(max_length=64, db_index=True)
+    data = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    app_id: int
+
+    class Meta:
+        table = "task_logs"

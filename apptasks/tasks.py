@@ -1,0 +1,115 @@
+"""Tasks: which screen to run, and when (a cron frequency in a time zone) or on demand."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from apptasks.cron import next_fire_after, parse_timezone, validate_frequency
+from apptasks.errors import BadInput, NameTaken, NotFound, TaskLimitReached
+from apptasks.models import Page, Task
+from apptasks.settings import Settings
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """The fields a caller gives when creating a task."""
+
+    name: str
+    page_id: int
+    active: bool = True
+    frequency: str | None = None
+    timezone: str = "+00"
+    timeout: float | None = None
+
+
+async def create_task(app_id: int, spec: TaskInput, settings: Settings) -> Task:
+    """A new task, checked against every rule before anything is written."""
+    name = check_name(spec.name)
+    frequency = validate_frequency(spec.frequency) if spec.frequency else None
+    parse_timezone(spec.timezone)
+    timeout = check_timeout(spec.timeout, settings)
+    await _check_page(app_id, spec.page_id)
+
+    task = Task(
+        app_id=app_id,
+        page_id=spec.page_id,
+        name=name,
+        active=spec.active,
+        frequency=frequency,
+        timezone=spec.timezone.strip(),
+        timeout=timeout,
+    )
+    task.next_run_at = next_run(task, datetime.now(UTC))
+
+    async with in_transaction():
+        if await Task.filter(app_id=app_id).count() >= settings.max_tasks_per_app:
+            raise TaskLimitReached(
+                f"this app already has {settings.max_tasks_per_app} tasks, the most "
+                "it may have: remove one first"
+            )
+        if await Task.exists(app_id=app_id, name=name):
+            raise NameTaken(f"name {name!r}: this app already has a task of that name")
+        try:
+            await task.save()
+        except IntegrityError:
+            raise NameTaken(
+                f"name {name!r}: this app already has a task of that name"
+            ) from None
+    return task
+
+
+async def find_task(app_id: int, task_id: int | None, name: str | None) -> Task:
+    """The app's task by id or by name: exactly one of the two must be given."""
+    if (task_id is None) == (name is None):
+        raise BadInput("give exactly one of 'id' and 'name' to name a task")
+    if task_id is not None:
+        task = await Task.get_or_none(id=task_id, app_id=app_id)
+        wanted = f"task {task_id}"
+    else:
+        task = await Task.get_or_none(name=name, app_id=app_id)
+        wanted = f"task {name!r}"
+    if task is None:
+        raise NotFound(f"{wanted}: no such task in this app")
+    return task
+
+
+async def list_tasks(app_id: int) -> list[Task]:
+    return await Task.filter(app_id=app_id).order_by("id")
+
+
+def next_run(task: Task, after: datetime) -> datetime | None:
+    """When the task fires next after `after`; None when on-demand or paused."""
+    if not task.active or not task.frequency:
+        return None
+    return next_fire_after(task.frequency, parse_timezone(task.timezone), after)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise BadInput(
+            f"name {name!r}: use 1 to 64 letters, digits, '-' or '_' (no spaces)"
+        )
+    return name
+
+
+def check_timeout(timeout: float | None, settings: Settings) -> float:
+    if timeout is None:
+        return settings.default_timeout
+    if not 1 <= timeout <= settings.max_timeout:
+        raise BadInput(
+            f"timeout {timeout:g}: must be between 1 and {settings.max_timeout:g} "
+            "seconds"
+        )
+    return float(timeout)
+
+
+async def _check_page(app_id: int, page_id: int) -> None:
+    if not await Page.exists(id=page_id, app_id=app_id):
+        raise NotFound(f"pageId {page_id}: no such page in this app")
