@@ -1,0 +1,1 @@
+"""The built-in runtimes, each registered as a plugin through the `apptasks` entry points."""

@@ -1,0 +1,209 @@
+"""Tasks: create and read them, and run them on demand (queued or waiting)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from apptasks import tasks
+from apptasks.errors import TaskFailed, TaskTimeout
+from apptasks.execution import TIMEOUT_ERROR
+from apptasks.models import Task as TaskModel
+from apptasks.runs import Environment, on_demand_order
+from schema.context import Info
+from schema.ids import optional_id, parse_id
+
+EnvironmentEnum = strawberry.enum(
+    Environment,
+    name="Environment",
+    description="Which version of a screen a run uses.",
+)
+
+TaskIdArgument = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(description="The task's id; give this or its name."),
+]
+TaskNameArgument = Annotated[
+    str | None,
+    strawberry.argument(description="The task's name; give this or its id."),
+]
+PayloadArgument = Annotated[
+    JSON | None,
+    strawberry.argument(description="Passed to the screen's handler as its argument."),
+]
+CallerArgument = Annotated[
+    JSON | None,
+    strawberry.argument(
+        description="Who the run is for; handed to the screen, never stored in logs."
+    ),
+]
+EnvironmentArgument = Annotated[
+    Environment,
+    strawberry.argument(description="DRAFT runs the draft, LIVE the published version."),
+]
+
+
+@strawberry.type(description="A screen to run on a cron schedule or on demand.")
+class Task:
+    id: strawberry.ID = strawberry.field(description="The task's id.")
+    name: str = strawberry.field(description="Unique within the app.")
+    active: bool = strawberry.field(description="False pauses the schedule.")
+    frequency: str | None = strawberry.field(
+        description="5-field cron expression; null for an on-demand task."
+    )
+    timezone: str = strawberry.field(
+        description="Offset such as +05:30 or an IANA name the frequency is read in."
+    )
+    timeout: float = strawberry.field(description="Seconds a run may last.")
+    last_run_at: datetime | None = strawberry.field(description="When it last ran.")
+    next_run_at: datetime | None = strawberry.field(
+        description="Next scheduled fire (UTC); null when on-demand or inactive."
+    )
+    created_at: datetime = strawberry.field(description="When it was created.")
+    updated_at: datetime = strawberry.field(description="When it last changed.")
+    app_id: strawberry.ID = strawberry.field(description="The app it belongs to.")
+    page_id: strawberry.ID = strawberry.field(description="The screen it runs.")
+
+    @classmethod
+    def from_model(cls, task: TaskModel) -> Task:
+        return cls(
+            id=strawberry.ID(str(task.id)),
+            name=task.name,
+            active=task.active,
+            frequency=task.frequency,
+            timezone=task.timezone,
+            timeout=task.timeout,
+            last_run_at=task.last_run_at,
+            next_run_at=task.next_run_at,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            app_id=strawberry.ID(str(task.app_id)),
+            page_id=strawberry.ID(str(task.page_id)),
+        )
+
+
+@strawberry.input(description="A new task.")
+class CreateTaskInput:
+    name: str = strawberry.field(description="Letters, digits, '-' and '_'.")
+    page_id: strawberry.ID = strawberry.field(description="The screen to run.")
+    active: bool = strawberry.field(default=True, description="False: paused.")
+    frequency: str | None = strawberry.field(
+        default=None, description="5-field cron expression; omit for on-demand."
+    )
+    timezone: str = strawberry.field(
+        default="+00", description="Offset (+00, +0530, -08:00) or IANA name."
+    )
+    timeout: float | None = strawberry.field(
+        default=None, description="Seconds a run may last (default 10, at most 30)."
+    )
+
+
+@strawberry.type(description="An on-demand run that was queued.")
+class RunReceipt:
+    run_id: str = strawberry.field(description="The run's id, also in its log entry.")
+    task_id: strawberry.ID = strawberry.field(description="The task that will run.")
+    queued_at: datetime = strawberry.field(description="When it was queued.")
+
+
+@strawberry.type
+class TaskQuery:
+    @strawberry.field(description="The app's tasks, oldest first.")
+    async def tasks(self, info: Info) -> list[Task]:
+        app_id = await info.context.app_id()
+        return [Task.from_model(task) for task in await tasks.list_tasks(app_id)]
+
+    @strawberry.field(description="One task, by id or by name.")
+    async def task(
+        self, info: Info, id: TaskIdArgument = None, name: TaskNameArgument = None
+    ) -> Task:
+        app_id = await info.context.app_id()
+        task = await tasks.find_task(app_id, optional_id(id, "task"), name)
+        return Task.from_model(task)
+
+
+@strawberry.type
+class TaskMutation:
+    @strawberry.mutation(description="Create a task; with a frequency it is scheduled.")
+    async def create_task(self, info: Info, input: CreateTaskInput) -> Task:
+        app_id = await info.context.app_id()
+        spec = tasks.TaskInput(
+            name=input.name,
+            page_id=parse_id(input.page_id, "page"),
+            active=input.active,
+            frequency=input.frequency,
+            timezone=input.timezone,
+            timeout=input.timeout,
+        )
+        task = await tasks.create_task(app_id, spec, info.context.settings)
+        return Task.from_model(task)
+
+    @strawberry.mutation(description="Queue an on-demand run; answers once queued.")
+    async def run_task(
+        self,
+        info: Info,
+        name: TaskNameArgument = None,
+        id: TaskIdArgument = None,
+        payload: PayloadArgument = None,
+        caller: CallerArgument = None,
+        environment: EnvironmentArgument = Environment.LIVE,
+    ) -> RunReceipt:
+        order = await _order(info, id, name, payload, caller, environment)
+        await info.context.queue.submit(order)
+        return RunReceipt(
+            run_id=order.run_id,
+            task_id=strawberry.ID(str(order.task_id)),
+            queued_at=datetime.now(UTC),
+        )
+
+    @strawberry.mutation(description="Run now and answer with the handler's result.")
+    async def run_task_with_result(
+        self,
+        info: Info,
+        name: TaskNameArgument = None,
+        id: TaskIdArgument = None,
+        payload: PayloadArgument = None,
+        caller: CallerArgument = None,
+        environment: EnvironmentArgument = Environment.LIVE,
+    ) -> JSON | None:
+        order = await _order(info, id, name, payload, caller, environment)
+        outcome = await info.context.queue.submit_and_wait(order)
+        if outcome["status"] == "completed":
+            return outcome.get("result")
+        raise _failure(order.task_name, outcome)
+
+
+async def _order(
+    info: Info,
+    task_id: strawberry.ID | None,
+    name: str | None,
+    payload: Any,
+    caller: Any,
+    environment: Environment,
+) -> Any:
+    principal = await info.context.principal()
+    app_id = principal.require_app()
+    task = await tasks.find_task(app_id, optional_id(task_id, "task"), name)
+    return await on_demand_order(
+        task,
+        payload,
+        environment,
+        info.context.settings,
+        token_name=principal.token_name,
+        caller=caller,
+    )
+
+
+def _failure(task_name: str, outcome: dict[str, Any]) -> TaskFailed:
+    error_type = outcome.get("errorType", "Error")
+    message = outcome.get("errorMessage", "")
+    details = {
+        "errorType": error_type,
+        "errorMessage": message,
+        "runId": outcome.get("runId"),
+    }
+    if error_type == TIMEOUT_ERROR:
+        return TaskTimeout(f"task {task_name!r} timed out: {message}", **details)
+    return TaskFailed(f"task {task_name!r} failed: {error_type}: {message}", **details)

@@ -1,0 +1,1 @@
+"""The arq worker: executes on-demand runs and scheduled fires through a runtime."""

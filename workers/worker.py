@@ -1,0 +1,72 @@
+"""Build and run the arq worker: runtime, executor and scheduler wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from apptasks import db
+from apptasks.runs import RunOrder
+from apptasks.settings import Settings
+from plugins.manager import build_plugin_manager, build_runtime
+from workers.executor import RunExecutor
+from workers.scheduler import FIRE_JOB, Scheduler, fire_task
+
+logger = logging.getLogger("apptasks.workers.worker")
+
+RUN_JOB = "execute_run"
+# arq's own limit on a job is a backstop only: runtimes enforce the run's limit.
+JOB_TIMEOUT_MARGIN_SECONDS = 60
+
+
+async def execute_run(ctx: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """arq job: execute one on-demand run order."""
+    executor: RunExecutor = ctx["executor"]
+    return await executor.execute(RunOrder.from_message(message))
+
+
+def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
+    """An arq worker that runs screens through the runtime the settings name."""
+    runtime = build_runtime(settings, build_plugin_manager(settings))
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        await db.connect(settings)
+        await runtime.start()
+        ctx["runtime"] = runtime
+        ctx["executor"] = RunExecutor(settings, runtime, ctx["redis"])
+        scheduler = Scheduler(settings, ctx["redis"])
+        ctx["scheduler_task"] = asyncio.create_task(scheduler.run_forever())
+        logger.info(
+            "worker ready runtime=%s browsers=%d queue=%s",
+            runtime.name,
+            settings.browsers,
+            settings.queue_name,
+        )
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        scheduler_task = ctx.get("scheduler_task")
+        if scheduler_task is not None:
+            scheduler_task.cancel()
+        await runtime.stop()
+        await db.close()
+        logger.info("worker stopped runtime=%s", runtime.name)
+
+    timeout = settings.max_timeout + JOB_TIMEOUT_MARGIN_SECONDS
+    return Worker(
+        functions=[
+            func(execute_run, name=RUN_JOB, timeout=timeout, max_tries=1),
+            func(fire_task, name=FIRE_JOB, timeout=timeout, max_tries=1),
+        ],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=settings.queue_name,
+        health_check_key=f"{settings.queue_name}:health-check",
+        on_startup=startup,
+        on_shutdown=shutdown,
+        poll_delay=settings.queue_poll,
+        max_jobs=settings.browsers,
+        handle_signals=handle_signals,
+    )
