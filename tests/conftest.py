@@ -1,0 +1,47 @@
+"""Session-wide fixtures: a private Redis and running App Tasks services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import RedisServer, Service
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chrome_service(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """API and one worker with the Chrome runtime, shared by a session."""
+    service = Service(tmp_path_factory.mktemp("chrome-service"), redis_server.url)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def make_service(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[type[Service] | object]:
+    """Build services of one's own (own database, own settings); stopped after."""
+    started: list[Service] = []
+
+    def factory(**options: object) -> Service:
+        folder = tmp_path / f"service{len(started)}"
+        folder.mkdir()
+        service = Service(folder, redis_server.url, **options)  # type: ignore[arg-type]
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        service.stop()
