@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 import uvicorn
@@ -70,16 +71,21 @@ def serve(settings: Settings) -> int:
         logger.info("started a private Redis at %s", private_redis.url)
 
     worker = None
+    exit_code = 0
     try:
         asyncio.run(_prepare(settings))
         worker = _spawn_worker(settings)
-        _serve_api(settings)
+        server = _api_server(settings)
+        _stop_when_worker_exits(worker, server)
+        server.run()
+        if worker.poll() not in (None, 0):
+            exit_code = 1
     finally:
         if worker is not None:
             _stop_worker(worker)
         if private_redis is not None:
             private_redis.stop()
-    return 0
+    return exit_code
 
 
 async def _prepare(settings: Settings) -> None:
@@ -136,7 +142,21 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def _serve_api(settings: Settings) -> None:
+def _stop_when_worker_exits(
+    worker: subprocess.Popen[bytes], server: uvicorn.Server
+) -> None:
+    """Without its worker, `serve` would take runs nobody runs: stop it too."""
+
+    def watch() -> None:
+        code = worker.wait()
+        if not server.should_exit:
+            logger.error("the worker exited with %s; stopping", code)
+            server.should_exit = True
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
+
+
+def _api_server(settings: Settings) -> uvicorn.Server:
     from apptasks.app import create_app
 
     config = uvicorn.Config(
@@ -147,13 +167,13 @@ def _serve_api(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    return uvicorn.Server(config)
 
 
 def api(settings: Settings) -> int:
     if not settings.admin_token:
         settings = dataclasses.replace(settings, admin_token=admin_token(settings))
-    _serve_api(settings)
+    _api_server(settings).run()
     return 0
 
 
