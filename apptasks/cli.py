@@ -101,8 +101,9 @@ async def _prepare(settings: Settings) -> None:
 def _print_welcome(settings: Settings, demo_token: str | None) -> None:
     url = settings.effective_public_url
     query = (
-        '{"query":"mutation { runTaskWithResult(name: \\"%s\\", '
-        'payload: {name: \\"you\\"}) }"}' % DEMO_TASK
+        '{"query":"mutation { runTaskWithResult(name: \\"'
+        + DEMO_TASK
+        + '\\", payload: {name: \\"you\\"}) }"}'
     )
     lines = [
         "",

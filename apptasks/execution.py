@@ -1,4 +1,4 @@
-"""The contract between the worker and a runtime: what a run is given, what it gives back.
+"""The contract between worker and runtime: what a run is given, what it answers.
 
 A runtime receives a `RunRequest` (where the screen is, what to pass its handler,
 and when it must be done by) and answers with a `RunOutcome`. Runtimes never
@@ -58,7 +58,7 @@ class RunError:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a runtime answers: a JSON result or an error, plus what the screen printed."""
+    """A runtime's answer: a JSON result or an error, and the screen's console."""
 
     result: JSON = None
     error: RunError | None = None

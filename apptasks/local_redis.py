@@ -17,7 +17,9 @@ START_TIMEOUT_SECONDS = 10.0
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -58,7 +60,9 @@ class PrivateRedis:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+                raise RuntimeError(
+                    f"redis-server exited with {self.process.returncode}"
+                )
             if self.socket.exists() and redis_answers(self.url):
                 return
             time.sleep(0.05)

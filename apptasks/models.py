@@ -6,6 +6,8 @@ removed task's log entries stay readable for the retention period.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -110,7 +112,7 @@ class TaskLog(Model):
     )
     task_id = fields.IntField(null=True, db_index=True)
     type = fields.CharField(max_length=64, db_index=True)
-    data = fields.JSONField()
+    data: Any = fields.JSONField()
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
 
     app_id: int

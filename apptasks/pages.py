@@ -35,7 +35,9 @@ async def publish_page(app_id: int, page_id: int) -> PageVersion:
     async with in_transaction():
         page = await get_page(app_id, page_id)
         number = (page.live_version or 0) + 1
-        version = await PageVersion.create(page=page, number=number, html=page.draft_html)
+        version = await PageVersion.create(
+            page=page, number=number, html=page.draft_html
+        )
         page.live_version = number
         await page.save(update_fields=["live_version", "updated_at"])
     return version

@@ -11,7 +11,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from apptasks.errors import BadInput
@@ -22,7 +22,7 @@ ON_DEMAND = "on-demand"
 SCHEDULED = "scheduled"
 
 
-class Environment(str, Enum):
+class Environment(StrEnum):
     """Which version of a screen runs: the live (published) one or the draft."""
 
     DRAFT = "draft"
@@ -102,7 +102,9 @@ async def on_demand_order(
     )
 
 
-def scheduled_order(task: Task, fire_at: datetime, live_version: int | None) -> RunOrder:
+def scheduled_order(
+    task: Task, fire_at: datetime, live_version: int | None
+) -> RunOrder:
     """An order for a scheduled fire: always the screen's published version."""
     return RunOrder(
         run_id=new_run_id(),

@@ -13,9 +13,7 @@ from importlib.resources import files
 
 _DOCTYPE = re.compile(r"^\s*<!doctype[^>]*>", re.IGNORECASE)
 # Stylesheet, icon and image tags; the browser itself refuses other media.
-_FETCHING_TAGS = re.compile(
-    r"<(?:link|img)\b[^>]*>", re.IGNORECASE
-)
+_FETCHING_TAGS = re.compile(r"<(?:link|img)\b[^>]*>", re.IGNORECASE)
 
 
 @cache

@@ -32,7 +32,9 @@ class Settings:
         "", "Tortoise database URL; empty means sqlite in the data folder."
     )
     redis_url: str = _setting("redis://127.0.0.1:6379", "Redis for queue and pub/sub.")
-    redis_prefix: str = _setting("apptasks:", "Prefix of every Redis key App Tasks owns.")
+    redis_prefix: str = _setting(
+        "apptasks:", "Prefix of every Redis key App Tasks owns."
+    )
     host: str = _setting("127.0.0.1", "Address the API listens on.")
     port: int = _setting(8000, "Port the API listens on.")
     public_url: str = _setting(
@@ -104,7 +106,9 @@ class Settings:
             default = spec.default
             if isinstance(default, tuple):
                 default = ",".join(default)
-            rows.append((PREFIX + spec.name.upper(), str(default), spec.metadata["doc"]))
+            rows.append(
+                (PREFIX + spec.name.upper(), str(default), spec.metadata["doc"])
+            )
         return rows
 
 

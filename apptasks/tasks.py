@@ -1,4 +1,4 @@
-"""Tasks: which screen to run, and when (a cron frequency in a time zone) or on demand."""
+"""Tasks: which screen to run, and when (cron in a time zone) or on demand."""
 
 from __future__ import annotations
 

@@ -8,9 +8,11 @@ registered there, exactly like a third party's) and from module names in the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from importlib.metadata import entry_points
 from types import ModuleType
+from typing import cast
 
 import pluggy
 
@@ -27,11 +29,9 @@ def build_plugin_manager(settings: Settings) -> pluggy.PluginManager:
     manager.add_hookspecs(hookspecs)
 
     for entry in entry_points(group=PROJECT):
-        _register(manager, entry.name, lambda entry=entry: entry.load())
+        _register(manager, entry.name, entry.load)
     for module_name in settings.plugins:
-        _register(
-            manager, module_name, lambda name=module_name: importlib.import_module(name)
-        )
+        _register(manager, module_name, partial(importlib.import_module, module_name))
 
     try:
         manager.check_pending()
@@ -70,13 +70,13 @@ def runtime_factories(manager: pluggy.PluginManager) -> dict[str, RuntimeFactory
     for impl in manager.hook.apptasks_register_runtimes.get_hookimpls():
         plugin_name = impl.plugin_name
         try:
-            registered = list(impl.function())
+            registered = cast(Iterable[RuntimeFactory], impl.function())
         except Exception as exc:
             raise ConfigurationError(
                 f"plugin {plugin_name!r}, hook apptasks_register_runtimes: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        for factory in registered:
+        for factory in list(registered):
             name = getattr(factory, "name", None)
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
@@ -104,4 +104,3 @@ def build_runtime(settings: Settings, manager: pluggy.PluginManager) -> Runtime:
             f"(registered: {known})"
         )
     return factory(settings)
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
@@ -19,7 +20,9 @@ class App:
 
     @classmethod
     def from_model(cls, app: AppModel) -> App:
-        return cls(id=strawberry.ID(str(app.id)), name=app.name, created_at=app.created_at)
+        return cls(
+            id=strawberry.ID(str(app.id)), name=app.name, created_at=app.created_at
+        )
 
 
 @strawberry.type(description="A new app and its first token.")
@@ -36,7 +39,9 @@ class AppMutation:
     async def create_app(
         self,
         info: Info,
-        name: str = strawberry.argument(description="A name for people to read."),
+        name: Annotated[
+            str, strawberry.argument(description="A name for people to read.")
+        ],
     ) -> CreateAppPayload:
         (await info.context.principal()).require_admin()
         app, token = await create_app(name)

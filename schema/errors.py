@@ -55,7 +55,9 @@ class ErrorCodes(MaskErrors):
         )
 
     @staticmethod
-    def _rebuild(error: GraphQLError, message: str, extensions: dict[str, object]) -> GraphQLError:
+    def _rebuild(
+        error: GraphQLError, message: str, extensions: dict[str, object]
+    ) -> GraphQLError:
         return GraphQLError(
             message=message,
             nodes=error.nodes,

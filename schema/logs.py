@@ -18,9 +18,7 @@ from schema.ids import optional_id
 class TaskLog:
     id: strawberry.ID = strawberry.field(description="The entry's id.")
     created_at: datetime = strawberry.field(description="When the run ended.")
-    type: str = strawberry.field(
-        description="app.task.completed or app.task.failed."
-    )
+    type: str = strawberry.field(description="app.task.completed or app.task.failed.")
     task_id: strawberry.ID | None = strawberry.field(description="The task that ran.")
     data: JSON = strawberry.field(
         description="mode, duration, pageId, taskId, ...; errorType, errorMessage "

@@ -60,9 +60,7 @@ class PageQuery:
         return [Page.from_model(page) for page in await pages.list_pages(app_id)]
 
     @strawberry.field(description="One screen of the app.")
-    async def page(
-        self, info: Info, id: PageIdArgument
-    ) -> Page:
+    async def page(self, info: Info, id: PageIdArgument) -> Page:
         app_id = await info.context.app_id()
         return Page.from_model(await pages.get_page(app_id, parse_id(id, "page")))
 
@@ -86,9 +84,7 @@ class PageMutation:
         return Page.from_model(page)
 
     @strawberry.mutation(description="Make the draft live as the next version number.")
-    async def publish_page(
-        self, info: Info, id: PageIdArgument
-    ) -> Page:
+    async def publish_page(self, info: Info, id: PageIdArgument) -> Page:
         app_id = await info.context.app_id()
         page_id = parse_id(id, "page")
         await pages.publish_page(app_id, page_id)

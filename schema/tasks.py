@@ -42,7 +42,9 @@ CallerArgument = Annotated[
 ]
 EnvironmentArgument = Annotated[
     Environment,
-    strawberry.argument(description="DRAFT runs the draft, LIVE the published version."),
+    strawberry.argument(
+        description="DRAFT runs the draft, LIVE the published version."
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The README's first command starts everything, answers a call, and Ctrl-C stops it all."""
+"""The README's first command starts everything; Ctrl-C stops all of it."""
 
 from __future__ import annotations
 

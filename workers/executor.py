@@ -111,12 +111,18 @@ class RunExecutor:
                 browser=self.runtime.name,
             )
 
-    def _log_outcome(self, order: RunOrder, outcome: RunOutcome, duration_ms: int) -> None:
+    def _log_outcome(
+        self, order: RunOrder, outcome: RunOutcome, duration_ms: int
+    ) -> None:
         common = (order.run_id, order.task_name, self.runtime.name, duration_ms)
         if outcome.ok:
-            logger.info("run completed run=%s task=%s runtime=%s duration_ms=%d", *common)
+            logger.info(
+                "run completed run=%s task=%s runtime=%s duration_ms=%d", *common
+            )
         elif outcome.timed_out:
-            logger.info("run timed out run=%s task=%s runtime=%s duration_ms=%d", *common)
+            logger.info(
+                "run timed out run=%s task=%s runtime=%s duration_ms=%d", *common
+            )
         else:
             assert outcome.error is not None
             logger.info(

@@ -36,7 +36,9 @@ class RunQueue:
                 default_queue_name=settings.queue_name,
             )
         except Exception as exc:
-            raise Unavailable(f"Redis at {settings.redis_url} did not answer: {exc}") from exc
+            raise Unavailable(
+                f"Redis at {settings.redis_url} did not answer: {exc}"
+            ) from exc
         return cls(settings, redis)
 
     async def close(self) -> None:

@@ -71,7 +71,9 @@ class Scheduler:
             )
         return len(due)
 
-    async def _skip_missed(self, task_id: int, fire_at: datetime, now: datetime) -> None:
+    async def _skip_missed(
+        self, task_id: int, fire_at: datetime, now: datetime
+    ) -> None:
         task = await Task.get_or_none(id=task_id)
         if task is None:
             return

@@ -45,14 +45,14 @@ def test_hook_apptasks_register_runtimes_registers_the_built_in_runtimes() -> No
 def test_an_unknown_runtime_name_lists_the_registered_ones() -> None:
     settings = Settings(runtime="nonesuch")
 
-    with pytest.raises(ConfigurationError, match="'nonesuch'.*chrome.*stub"):
+    with pytest.raises(ConfigurationError, match=r"'nonesuch'.*chrome.*stub"):
         build_runtime(settings, build_plugin_manager(settings))
 
 
 def test_a_plugin_module_that_cannot_be_imported_is_named() -> None:
     settings = Settings(plugins=("no_such_plugin_module",))
 
-    with pytest.raises(ConfigurationError, match="'no_such_plugin_module'.*failed"):
+    with pytest.raises(ConfigurationError, match=r"'no_such_plugin_module'.*failed"):
         build_plugin_manager(settings)
 
 
@@ -72,7 +72,7 @@ def test_a_plugin_registering_a_taken_runtime_name_names_both_plugins(
     monkeypatch.setitem(sys.modules, module.__name__, module)
     settings = Settings(plugins=(module.__name__,))
 
-    with pytest.raises(ConfigurationError, match="'stub'.*'stub'.*duplicate_stub"):
+    with pytest.raises(ConfigurationError, match=r"'stub'.*'stub'.*duplicate_stub"):
         runtime_factories(build_plugin_manager(settings))
 
 

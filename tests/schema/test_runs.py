@@ -48,7 +48,7 @@ async def test_echo_returns_nested_json_and_non_ascii_text_unchanged(
     payload = {
         "text": "héllo ✓ 日本語 👋",
         "nested": {"list": [1, 2.5, None, True, {"deep": ["x"]}], "empty": {}},
-        "quote": "it's \"quoted\" </script>",
+        "quote": 'it\'s "quoted" </script>',
     }
 
     data = await client.data(RUN_WITH_RESULT, name="echo", payload=payload)

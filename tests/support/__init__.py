@@ -1,1 +1,1 @@
-"""Helpers the tests share: real servers started as subprocesses, and a GraphQL client."""
+"""Helpers the tests share: real servers as subprocesses, and a GraphQL client."""

@@ -69,13 +69,15 @@ async def new_task(
 ) -> dict[str, Any]:
     """A screen with `html` (published unless told not to) and a task running it."""
     page = await client.data(
-        "mutation($html: String!) { createPage(input: {name: \"screen\", html: $html})"
+        'mutation($html: String!) { createPage(input: {name: "screen", html: $html})'
         " { id } }",
         html=html,
     )
     page_id = page["createPage"]["id"]
     if publish:
-        await client.data("mutation($id: ID!) { publishPage(id: $id) { id } }", id=page_id)
+        await client.data(
+            "mutation($id: ID!) { publishPage(id: $id) { id } }", id=page_id
+        )
     task_input = {"name": name, "pageId": page_id, **task_fields}
     created = await client.data(
         "mutation($input: CreateTaskInput!) { createTask(input: $input) {"

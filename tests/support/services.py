@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_until(
+    condition: Any, timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -48,13 +50,9 @@ class RedisServer:
         self.socket = folder / "redis.sock"
         self.process = subprocess.Popen(
             [
-                "redis-server",
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--save", "",
-                "--appendonly", "no",
-                "--loglevel", "warning",
-            ],  # fmt: skip
+                *("redis-server", "--port", "0", "--unixsocket", str(self.socket)),
+                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_until(self.socket.exists, 10, "redis-server start")

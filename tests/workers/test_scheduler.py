@@ -32,8 +32,10 @@ async def test_every_minute_task_fires_by_itself_and_moves_its_run_times(
     task = await new_task(client, screen("hello.html"), frequency="* * * * *")
     first_fire = _instant(task["nextRunAt"])
     assert first_fire.second == 0 and first_fire.microsecond == 0
-    assert timedelta(0) < first_fire - datetime.now(first_fire.tzinfo) <= timedelta(
-        seconds=60
+    assert (
+        timedelta(0)
+        < first_fire - datetime.now(first_fire.tzinfo)
+        <= timedelta(seconds=60)
     )
 
     logs = await _wait_for_log(client, task["id"], within=70)
