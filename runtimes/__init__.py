@@ -1,1 +1,1 @@
-"""The built-in runtimes, each registered as a plugin through the `apptasks` entry points."""
+"""The built-in runtimes, registered as plugins through the `apptasks` entry points."""

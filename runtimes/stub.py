@@ -37,7 +37,10 @@ class StubRuntime:
 
     async def start(self) -> None:
         if self.table_path:
-            self.table = json.loads(Path(self.table_path).read_text(encoding="utf-8"))
+            text = await asyncio.to_thread(
+                Path(self.table_path).read_text, encoding="utf-8"
+            )
+            self.table = json.loads(text)
 
     async def stop(self) -> None:
         self.table = {}

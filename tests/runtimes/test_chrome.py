@@ -54,7 +54,7 @@ INLINE_SCREENS = {
     "throws-string": 'throw "quota exhausted for today";',
     "context": "return context;",
     "big": 'return "x".repeat(payload.size);',
-    "alert": 'alert("are you there?"); return 1;',
+    "alert": 'alert("are you there?"); return [confirm("sure?"), prompt("name?")];',
     "storage": """
         var seen = {
           local: localStorage.getItem("k"),
@@ -343,13 +343,18 @@ async def test_screen_without_handler_fails_fast(
     assert outcome.console == ["log: screen loaded without a handler"]
 
 
-async def test_dialog_in_a_handler_fails_and_the_browser_stays_usable(
+async def test_dialogs_become_console_lines_answered_no(
     runtime: ChromeRuntime, screens: str
 ) -> None:
     outcome = await run(runtime, f"{screens}/alert.html")
 
-    assert error_type(outcome) == RUNTIME_ERROR
-    assert outcome.error is not None and "dialog" in outcome.error.message
+    assert outcome.ok
+    assert outcome.result == [False, None]
+    assert outcome.console == [
+        "alert: are you there?",
+        "confirm: sure?",
+        "prompt: name?",
+    ]
     assert (await run(runtime, f"{screens}/hello.html")).ok
 
 

@@ -1,0 +1,93 @@
+"""Talking to the screen shim through WebDriver, and reading what it answers.
+
+Nothing here is specific to one browser: any WebDriver runtime loads the screen
+page, runs `INVOKE_SCRIPT` as an asynchronous script with the payload and the
+context as JSON text, and hands the answer to `read_answer`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from apptasks.execution import RUNTIME_ERROR, RunError, RunOutcome
+
+MAX_ERROR_TYPE_CHARS = 200
+MAX_MESSAGE_CHARS = 4000
+MAX_TRACE_CHARS = 16000
+
+# Payload and context travel as JSON text: WebDriver would otherwise treat some
+# object keys as element references, and JSON.parse keeps them exact.
+INVOKE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const shim = window.__apptasks;
+if (!shim || typeof shim.invoke !== "function") { done(null); return; }
+shim.invoke(JSON.parse(arguments[0]), JSON.parse(arguments[1])).then(
+  (outcome) => done({ outcome: outcome, console: shim.console.slice() })
+);
+"""
+HAS_SHIM_SCRIPT = "return Boolean(window.__apptasks);"
+CONSOLE_SCRIPT = "return window.__apptasks ? window.__apptasks.console.slice() : [];"
+
+
+def invoke_arguments(payload: Any, context: dict[str, Any]) -> tuple[str, str]:
+    """The payload and the context as the JSON text `INVOKE_SCRIPT` expects.
+
+    Raises `ValueError` or `TypeError` for values JSON cannot carry (NaN, sets).
+    """
+    return json.dumps(payload, allow_nan=False), json.dumps(context, allow_nan=False)
+
+
+def read_answer(answer: Any, max_result_bytes: int) -> RunOutcome:
+    """Turn what `INVOKE_SCRIPT` handed back into an outcome."""
+    console = console_lines(answer.get("console") if isinstance(answer, dict) else [])
+    text = answer.get("outcome") if isinstance(answer, dict) else None
+    try:
+        outcome = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        outcome = None
+    if not isinstance(outcome, dict):
+        return failed_outcome(
+            RUNTIME_ERROR, "the screen's shim answered something other than JSON"
+        )
+
+    if outcome.get("ok") is not True:
+        return RunOutcome(error=screen_error(outcome), console=console)
+
+    result = outcome.get("result")
+    size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > max_result_bytes:
+        message = (
+            f"the handler's result is {size} bytes of JSON, more than the limit of "
+            f"{max_result_bytes} bytes: return less, or store the data elsewhere "
+            "and return a reference to it"
+        )
+        return RunOutcome(error=RunError("ResultTooLarge", message), console=console)
+    return RunOutcome(result=result, console=console)
+
+
+def screen_error(outcome: dict[str, Any]) -> RunError:
+    """The screen's failure as the shim described it, cut to a sane size."""
+    error_type = outcome.get("errorType")
+    message = outcome.get("errorMessage")
+    trace = outcome.get("trace")
+    return RunError(
+        error_type=_truncate(str(error_type or "Error"), MAX_ERROR_TYPE_CHARS),
+        message=_truncate(str(message or ""), MAX_MESSAGE_CHARS),
+        trace=_truncate(str(trace or ""), MAX_TRACE_CHARS),
+    )
+
+
+def console_lines(lines: Any) -> list[str]:
+    """The shim's console lines; the screen can overwrite them, so check."""
+    if not isinstance(lines, list):
+        return []
+    return [line if isinstance(line, str) else str(line) for line in lines]
+
+
+def failed_outcome(error_type: str, message: str) -> RunOutcome:
+    return RunOutcome(error=RunError(error_type, message))
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
