@@ -95,6 +95,7 @@ class Runtime(Protocol):
 class RuntimeFactory(Protocol):
     """What a plugin registers: something that builds a runtime from the settings."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, settings: Settings) -> Runtime: ...

@@ -16,6 +16,13 @@ from apptasks.errors import ConfigurationError
 
 PREFIX = "APPTASKS_"
 
+# Hosts Chromium calls by itself while idle, whatever its flags say.
+CHROMIUM_BACKGROUND_HOSTS = (
+    "accounts.google.com",
+    "clients2.google.com",
+    "update.googleapis.com",
+)
+
 
 def _setting(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
@@ -52,6 +59,13 @@ class Settings:
     )
     chrome_binary: str = _setting("/usr/bin/chromium", "Chromium executable.")
     chromedriver: str = _setting("/usr/bin/chromedriver", "ChromeDriver executable.")
+    chrome_arguments: str = _setting(
+        "--host-resolver-rules='"
+        + ", ".join(f"MAP {host} ~NOTFOUND" for host in CHROMIUM_BACKGROUND_HOSTS)
+        + "'",
+        "Extra Chromium arguments (shell syntax); the default stops Chromium's "
+        "own background requests.",
+    )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")
     default_timeout: float = _setting(10.0, "Seconds a run may last by default.")

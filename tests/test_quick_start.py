@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support.paths import REPO
-from tests.support.services import free_port, wait_until
+from tests.support.services import LOOPBACK_ONLY, free_port, wait_until
 
 STARTUP_TIMEOUT = 120
 
@@ -57,6 +57,7 @@ def test_make_run_serves_the_demo_task_and_ctrl_c_leaves_nothing_behind(
     # Chromium's singleton socket lives there and socket paths are limited.
     browser_tmp = Path(tempfile.mkdtemp(prefix="qs-", dir="/tmp"))
     env["TMPDIR"] = str(browser_tmp)
+    env["APPTASKS_CHROME_ARGUMENTS"] = LOOPBACK_ONLY
     env.pop("APPTASKS_ADMIN_TOKEN", None)
     with output.open("wb") as log:
         serve = subprocess.Popen(

@@ -33,6 +33,12 @@
       return original.apply(console, arguments);
     };
   });
+  // A dialog would block the page and WebDriver with it; a task has nobody to
+  // answer one, so dialogs become console lines with the "no" answer.
+  window.alert = function (message) { keep("alert", [String(message)]); };
+  window.confirm = function (message) { keep("confirm", [String(message)]); return false; };
+  window.prompt = function (message) { keep("prompt", [String(message)]); return null; };
+
   window.addEventListener("error", function (event) {
     keep("error", ["Uncaught " + (event.error ? describe(event.error) : event.message)]);
   });

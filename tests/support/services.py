@@ -23,6 +23,8 @@ from tests.support.paths import REPO
 
 ADMIN_TOKEN = "apt_admin_test_" + uuid.uuid4().hex
 READY_TIMEOUT = 60.0
+# Tests reach nothing but loopback: Chromium may resolve no other host name.
+LOOPBACK_ONLY = "--host-resolver-rules='MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'"
 
 
 def free_port() -> int:
@@ -96,6 +98,7 @@ class Service:
                 "APPTASKS_RUNTIME": self.runtime,
                 "APPTASKS_LOG_LEVEL": "INFO",
                 "APPTASKS_DATABASE_URL": self.database_url,
+                "APPTASKS_CHROME_ARGUMENTS": LOOPBACK_ONLY,
             }
         )
         env.update(self.extra_env)
