@@ -17,11 +17,19 @@ logger = logging.getLogger("apptasks.db")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
+# In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash
+# of the process loses nothing, a power cut may lose the last commits.
+SQLITE_PRAGMAS = {"busy_timeout": str(SQLITE_BUSY_TIMEOUT_MS), "synchronous": "NORMAL"}
+
+
 def database_url(settings: Settings) -> str:
     url = settings.effective_database_url
-    if url.startswith("sqlite://") and "busy_timeout" not in url:
-        separator = "&" if "?" in url else "?"
-        url = f"{url}{separator}busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"
+    if not url.startswith("sqlite://"):
+        return url
+    for pragma, value in SQLITE_PRAGMAS.items():
+        if f"{pragma}=" not in url:
+            separator = "&" if "?" in url else "?"
+            url = f"{url}{separator}{pragma}={value}"
     return url
 
 
