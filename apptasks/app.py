@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -18,7 +20,8 @@ from strawberry.asgi import GraphQL
 
 from apptasks import db
 from apptasks.settings import Settings
-from apptasks.web import health, render_page
+from apptasks.limits import BodySizeLimit
+from apptasks.web import health, javascript_client, render_page
 from schema.context import Context
 from schema.schema import schema
 from workers.queue import RunQueue
@@ -67,7 +70,20 @@ def create_app(settings: Settings) -> Starlette:
         Route("/", home),
         Route("/healthz", health),
         Route("/render/{secret}", render_page),
+        Route("/sdk/apptasks.js", javascript_client),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes),
+        # Pages on other origins (dashboards, the JS client) call the API with
+        # a bearer token and no cookies, so any listed origin may.
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        ),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

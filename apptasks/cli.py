@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("worker", help="one worker only")
     commands.add_parser("migrate", help="bring the database schema up to date")
     commands.add_parser("settings", help="list every APPTASKS_ setting")
+    commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     arguments = parser.parse_args(argv)
 
     try:
@@ -196,12 +197,20 @@ def show_settings(_: Settings) -> int:
     return 0
 
 
+def print_schema(_: Settings) -> int:
+    from schema.schema import sdl
+
+    sys.stdout.write(sdl())
+    return 0
+
+
 COMMANDS = {
     "serve": serve,
     "api": api,
     "worker": worker,
     "migrate": migrate,
     "settings": show_settings,
+    "schema": print_schema,
 }
 
 

@@ -51,6 +51,18 @@ class TaskLimitReached(AppTasksError):
     code = "TASK_LIMIT_REACHED"
 
 
+class PayloadTooLarge(BadInput):
+    """A payload (or another input) is bigger than its limit."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(AppTasksError):
+    """The app asked for more on-demand runs than its rate allows."""
+
+    code = "RATE_LIMITED"
+
+
 class Unauthenticated(AppTasksError):
     """No token, or a token that is not known."""
 

@@ -54,9 +54,8 @@ async def list_pages(app_id: int) -> list[Page]:
     return await Page.filter(app_id=app_id).order_by("id")
 
 
-async def live_html(page_id: int, number: int) -> str | None:
-    version = await PageVersion.get_or_none(page_id=page_id, number=number)
-    return None if version is None else version.html
+async def list_versions(page_id: int) -> list[PageVersion]:
+    return await PageVersion.filter(page_id=page_id).order_by("number")
 
 
 def _check_name(name: str) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from apptasks.errors import BadInput
+from apptasks.errors import BadInput, PayloadTooLarge
 from apptasks.models import Page, Task
 from apptasks.settings import Settings
 
@@ -124,7 +124,7 @@ def scheduled_order(
 def check_payload(payload: Any, settings: Settings) -> None:
     size = len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
     if size > settings.max_payload_bytes:
-        raise BadInput(
+        raise PayloadTooLarge(
             f"payload: {size} bytes of JSON is more than the limit of "
             f"{settings.max_payload_bytes} bytes",
             limit=settings.max_payload_bytes,

@@ -5,16 +5,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from apptasks.cron import next_fire_after, parse_timezone, validate_frequency
 from apptasks.errors import BadInput, NameTaken, NotFound, TaskLimitReached
-from apptasks.models import Page, Task
+from apptasks.models import App, Page, Task
 from apptasks.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class _Keep:
+    """Marks a field an update leaves as it is (unlike None, which clears it)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+@dataclass(frozen=True)
+class TaskChanges:
+    """The fields an update changes; every other field is KEEP."""
+
+    name: Any = KEEP
+    page_id: Any = KEEP
+    active: Any = KEEP
+    frequency: Any = KEEP
+    timezone: Any = KEEP
+    timeout: Any = KEEP
 
 
 @dataclass(frozen=True)
@@ -49,20 +72,55 @@ async def create_task(app_id: int, spec: TaskInput, settings: Settings) -> Task:
     task.next_run_at = next_run(task, datetime.now(UTC))
 
     async with in_transaction():
+        # Locking the app row serialises concurrent creates for one app, so the
+        # count below cannot be stale (PostgreSQL; SQLite serialises writers).
+        await App.select_for_update().get(id=app_id)
         if await Task.filter(app_id=app_id).count() >= settings.max_tasks_per_app:
             raise TaskLimitReached(
                 f"this app already has {settings.max_tasks_per_app} tasks, the most "
                 "it may have: remove one first"
             )
-        if await Task.exists(app_id=app_id, name=name):
-            raise NameTaken(f"name {name!r}: this app already has a task of that name")
+        await _check_name_free(app_id, name)
         try:
             await task.save()
         except IntegrityError:
-            raise NameTaken(
-                f"name {name!r}: this app already has a task of that name"
-            ) from None
+            raise _name_taken(name) from None
     return task
+
+
+async def update_task(task: Task, changes: TaskChanges, settings: Settings) -> Task:
+    """Apply the changes given (KEEP leaves a field); check all before writing."""
+    if changes.name is not KEEP:
+        name = check_name(changes.name)
+        if name != task.name:
+            await _check_name_free(task.app_id, name)
+        task.name = name
+    if changes.page_id is not KEEP:
+        await _check_page(task.app_id, changes.page_id)
+        task.page_id = changes.page_id
+    if changes.frequency is not KEEP:
+        task.frequency = validate_frequency(changes.frequency) if changes.frequency else None
+    if changes.timezone is not KEEP:
+        parse_timezone(changes.timezone)
+        task.timezone = changes.timezone.strip()
+    if changes.active is not KEEP:
+        task.active = changes.active
+    if changes.timeout is not KEEP:
+        task.timeout = check_timeout(changes.timeout, settings)
+
+    # A changed schedule replaces the pending fire: the scheduler only fires a
+    # task whose nextRunAt still equals the fire time it queued.
+    task.next_run_at = next_run(task, datetime.now(UTC))
+    try:
+        await task.save()
+    except IntegrityError:
+        raise _name_taken(task.name) from None
+    return task
+
+
+async def remove_task(task: Task) -> None:
+    """Delete the task; its queued fires find it gone, its logs stay."""
+    await task.delete()
 
 
 async def find_task(app_id: int, task_id: int | None, name: str | None) -> Task:
@@ -108,6 +166,18 @@ def check_timeout(timeout: float | None, settings: Settings) -> float:
             "seconds"
         )
     return float(timeout)
+
+
+async def _check_name_free(app_id: int, name: str) -> None:
+    if await Task.exists(app_id=app_id, name=name):
+        raise _name_taken(name)
+
+
+def _name_taken(name: str) -> NameTaken:
+    return NameTaken(
+        f"name {name!r}: this app already has a task of that name; "
+        "choose another or update that task"
+    )
 
 
 async def _check_page(app_id: int, page_id: int) -> None:

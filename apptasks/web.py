@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -40,6 +41,16 @@ async def _screen_html(app_id: int, page_id: int, version: int | None) -> str | 
         return page.draft_html
     snapshot = await PageVersion.get_or_none(page_id=page_id, number=version)
     return None if snapshot is None else snapshot.html
+
+
+async def javascript_client(_: Request) -> Response:
+    """The browser client, `/sdk/apptasks.js`: the seed's calls over GraphQL."""
+    source = files("apptasks").joinpath("static/apptasks.js").read_text("utf-8")
+    return Response(
+        source,
+        media_type="application/javascript",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 async def health(request: Request) -> Response:

@@ -15,6 +15,13 @@ from schema.ids import parse_id
 PageIdArgument = Annotated[strawberry.ID, strawberry.argument(description="Page id.")]
 
 
+@strawberry.type(description="A published snapshot of a screen.")
+class PageVersion:
+    number: int = strawberry.field(description="1 for the first publication, ...")
+    html: str = strawberry.field(description="The screen's HTML as published.")
+    created_at: datetime = strawberry.field(description="When it was published.")
+
+
 @strawberry.type(description="A screen: HTML whose script registers a handler.")
 class Page:
     id: strawberry.ID = strawberry.field(description="The page's id.")
@@ -27,6 +34,14 @@ class Page:
     )
     created_at: datetime = strawberry.field(description="When the page was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
+
+    @strawberry.field(description="Every published version, oldest first.")
+    async def versions(self) -> list[PageVersion]:
+        found = await pages.list_versions(int(self.id))
+        return [
+            PageVersion(number=v.number, html=v.html, created_at=v.created_at)
+            for v in found
+        ]
 
     @classmethod
     def from_model(cls, page: PageModel) -> Page:

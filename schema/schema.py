@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.tools import merge_types
 
-from schema.apps import AppMutation
+from schema.apps import AppMutation, AppQuery
 from schema.errors import ErrorCodes
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
 from schema.tasks import TaskMutation, TaskQuery
 
-Query = merge_types("Query", (TaskQuery, PageQuery, LogQuery))
+Query = merge_types("Query", (TaskQuery, PageQuery, LogQuery, AppQuery))
 Mutation = merge_types("Mutation", (AppMutation, PageMutation, TaskMutation))
 
 
@@ -22,4 +23,24 @@ class AppTasksSchema(strawberry.Schema):
         return None
 
 
-schema = AppTasksSchema(query=Query, mutation=Mutation, extensions=[ErrorCodes])
+# Limits on what one request may ask, so that no query is costly to parse or
+# run: nesting depth, aliases (one field asked many times) and tokens.
+MAX_DEPTH = 8
+MAX_ALIASES = 20
+MAX_TOKENS = 2000
+
+schema = AppTasksSchema(
+    query=Query,
+    mutation=Mutation,
+    extensions=[
+        ErrorCodes,
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ],
+)
+
+
+def sdl() -> str:
+    """The schema in SDL, as checked in at schema/schema.graphql."""
+    return schema.as_str() + "\n"

@@ -9,10 +9,10 @@ import strawberry
 from strawberry.scalars import JSON
 
 from apptasks import tasks
-from apptasks.errors import TaskFailed, TaskTimeout
+from apptasks.errors import BadInput, TaskFailed, TaskTimeout
 from apptasks.execution import TIMEOUT_ERROR
 from apptasks.models import Task as TaskModel
-from apptasks.runs import Environment, on_demand_order
+from apptasks.runs import Environment, RunOrder, on_demand_order
 from schema.context import Info
 from schema.ids import optional_id, parse_id
 
@@ -103,6 +103,57 @@ class CreateTaskInput:
     )
 
 
+@strawberry.input(description="Changes to a task; omitted fields stay as they are.")
+class UpdateTaskInput:
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="A new name."
+    )
+    page_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET, description="Another screen of the app."
+    )
+    active: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="False pauses the schedule."
+    )
+    frequency: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="A new cron expression; null makes the task on-demand.",
+    )
+    timezone: str | None = strawberry.field(
+        default=strawberry.UNSET, description="A new offset or IANA zone name."
+    )
+    timeout: float | None = strawberry.field(
+        default=strawberry.UNSET, description="Seconds a run may last (1 to 30)."
+    )
+
+    def changes(self) -> tasks.TaskChanges:
+        """The core's view of this input: UNSET becomes KEEP."""
+        required = {"name": self.name, "active": self.active, "timezone": self.timezone}
+        for field_name, value in required.items():
+            if value is None:
+                raise BadInput(f"{field_name}: may be left out but not null")
+        if self.page_id is None or self.timeout is None:
+            which = "pageId" if self.page_id is None else "timeout"
+            raise BadInput(f"{which}: may be left out but not null")
+        return tasks.TaskChanges(
+            name=_keep_unset(self.name),
+            page_id=(
+                tasks.KEEP
+                if self.page_id is strawberry.UNSET
+                else parse_id(self.page_id, "page")
+            ),
+            active=_keep_unset(self.active),
+            frequency=_keep_unset(self.frequency),
+            timezone=_keep_unset(self.timezone),
+            timeout=_keep_unset(self.timeout),
+        )
+
+
+@strawberry.type(description="A task that was removed; its logs stay readable.")
+class RemovedTask:
+    id: strawberry.ID = strawberry.field(description="The removed task's id.")
+    name: str = strawberry.field(description="Its name, now free again.")
+
+
 @strawberry.type(description="An on-demand run that was queued.")
 class RunReceipt:
     run_id: str = strawberry.field(description="The run's id, also in its log entry.")
@@ -141,6 +192,28 @@ class TaskMutation:
         )
         task = await tasks.create_task(app_id, spec, info.context.settings)
         return Task.from_model(task)
+
+    @strawberry.mutation(description="Change a task; the next fire is recomputed.")
+    async def update_task(
+        self,
+        info: Info,
+        input: UpdateTaskInput,
+        id: TaskIdArgument = None,
+        name: TaskNameArgument = None,
+    ) -> Task:
+        app_id = await info.context.app_id()
+        task = await tasks.find_task(app_id, optional_id(id, "task"), name)
+        updated = await tasks.update_task(task, input.changes(), info.context.settings)
+        return Task.from_model(updated)
+
+    @strawberry.mutation(description="Remove a task; its pending fires are cancelled.")
+    async def remove_task(
+        self, info: Info, id: TaskIdArgument = None, name: TaskNameArgument = None
+    ) -> RemovedTask:
+        app_id = await info.context.app_id()
+        task = await tasks.find_task(app_id, optional_id(id, "task"), name)
+        await tasks.remove_task(task)
+        return RemovedTask(id=strawberry.ID(str(task.id)), name=task.name)
 
     @strawberry.mutation(description="Queue an on-demand run; answers once queued.")
     async def run_task(
@@ -184,11 +257,11 @@ async def _order(
     payload: Any,
     caller: Any,
     environment: Environment,
-) -> Any:
+) -> RunOrder:
     principal = await info.context.principal()
     app_id = principal.require_app()
     task = await tasks.find_task(app_id, optional_id(task_id, "task"), name)
-    return await on_demand_order(
+    order = await on_demand_order(
         task,
         payload,
         environment,
@@ -196,6 +269,12 @@ async def _order(
         token_name=principal.token_name,
         caller=caller,
     )
+    await info.context.queue.check_rate(app_id)
+    return order
+
+
+def _keep_unset(value: Any) -> Any:
+    return tasks.KEEP if value is strawberry.UNSET else value
 
 
 def _failure(task_name: str, outcome: dict[str, Any]) -> TaskFailed:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import create_database, drop_database
 from tests.support.services import RedisServer, Service
 
 
@@ -23,6 +24,19 @@ def chrome_service(
 ) -> Iterator[Service]:
     """API and one worker with the Chrome runtime, shared by a session."""
     service = Service(tmp_path_factory.mktemp("chrome-service"), redis_server.url)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def stub_service(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """API and one worker with the stub runtime: for what surrounds a runtime."""
+    service = Service(
+        tmp_path_factory.mktemp("stub-service"), redis_server.url, runtime="stub"
+    )
     service.start()
     yield service
     service.stop()
@@ -45,3 +59,11 @@ def make_service(
     yield factory
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new database on the local PostgreSQL, dropped afterwards."""
+    url = create_database()
+    yield url
+    drop_database(url)

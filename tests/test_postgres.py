@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tests.support.graphql import new_app, new_task
 from tests.support.paths import screen
-from tests.support.postgres import create_database, drop_database
 from tests.support.services import Service
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    url = create_database()
-    yield url
-    drop_database(url)
 
 
 async def test_a_service_on_postgresql_runs_and_logs_a_task(

@@ -15,7 +15,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from apptasks.broker import run_channel
-from apptasks.errors import RunPending, Unavailable
+from apptasks.errors import RateLimited, RunPending, Unavailable
 from apptasks.runs import RunOrder
 from apptasks.settings import Settings
 from workers.worker import RUN_JOB
@@ -43,6 +43,26 @@ class RunQueue:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+    async def check_rate(self, app_id: int) -> None:
+        """Count one on-demand run for the app; RateLimited past the setting.
+
+        A fixed one-minute window per app, in Redis so that every API replica
+        counts the same runs.
+        """
+        minute = int(time.time() // 60)
+        key = f"{self.settings.redis_prefix}rate:{app_id}:{minute}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = await pipe.execute()
+        if count > self.settings.runs_per_minute:
+            retry_after = 60 - int(time.time()) % 60
+            raise RateLimited(
+                f"this app asked for more than {self.settings.runs_per_minute} "
+                f"on-demand runs this minute; try again in {retry_after} s",
+                retryAfter=retry_after,
+            )
 
     async def submit(self, order: RunOrder) -> None:
         await self.redis.enqueue_job(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -120,6 +122,22 @@ class Service:
             lambda: "worker ready" in self.log(name), READY_TIMEOUT, f"{name} start"
         )
         return process
+
+    def database_rows(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every row of every table of the service's SQLite database."""
+        path = self.folder / "data" / "apptasks.sqlite3"
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = [
+                name
+                for (name,) in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            return {
+                table: db.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+                for table in tables
+            }
 
     def log(self, name: str) -> str:
         path = self.folder / f"{name}.log"
