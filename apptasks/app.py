@@ -19,8 +19,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from apptasks import db
-from apptasks.settings import Settings
 from apptasks.limits import BodySizeLimit
+from apptasks.settings import Settings
 from apptasks.web import health, javascript_client, render_page
 from schema.context import Context
 from schema.schema import schema

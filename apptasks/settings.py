@@ -74,15 +74,11 @@ class Settings:
     max_result_bytes: int = _setting(
         1048576, "Largest result a handler may return, as JSON bytes."
     )
-    runs_per_minute: int = _setting(
-        60, "On-demand runs an app may ask for per minute."
-    )
+    runs_per_minute: int = _setting(60, "On-demand runs an app may ask for per minute.")
     cors_origins: tuple[str, ...] = _setting(
         ("*",), "Comma-separated origins whose pages may call the API."
     )
-    max_request_bytes: int = _setting(
-        262144, "Largest GraphQL request body, in bytes."
-    )
+    max_request_bytes: int = _setting(262144, "Largest GraphQL request body, in bytes.")
     wait_slack: float = _setting(
         20.0, "Seconds runTaskWithResult waits for a queued run to start."
     )

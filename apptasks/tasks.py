@@ -99,7 +99,9 @@ async def update_task(task: Task, changes: TaskChanges, settings: Settings) -> T
         await _check_page(task.app_id, changes.page_id)
         task.page_id = changes.page_id
     if changes.frequency is not KEEP:
-        task.frequency = validate_frequency(changes.frequency) if changes.frequency else None
+        task.frequency = (
+            validate_frequency(changes.frequency) if changes.frequency else None
+        )
     if changes.timezone is not KEEP:
         parse_timezone(changes.timezone)
         task.timezone = changes.timezone.strip()

@@ -83,14 +83,25 @@ class PageQuery:
 @strawberry.type
 class PageMutation:
     @strawberry.mutation(description="Create a screen; it is a draft until published.")
-    async def create_page(self, info: Info, input: CreatePageInput) -> Page:
+    async def create_page(
+        self,
+        info: Info,
+        input: Annotated[
+            CreatePageInput, strawberry.argument(description="The new screen.")
+        ],
+    ) -> Page:
         app_id = await info.context.app_id()
         page = await pages.create_page(app_id, input.name, input.html)
         return Page.from_model(page)
 
     @strawberry.mutation(description="Change a screen's draft; the live version stays.")
     async def update_page(
-        self, info: Info, id: PageIdArgument, input: UpdatePageInput
+        self,
+        info: Info,
+        id: PageIdArgument,
+        input: Annotated[
+            UpdatePageInput, strawberry.argument(description="What to change.")
+        ],
     ) -> Page:
         app_id = await info.context.app_id()
         page = await pages.update_page(

@@ -180,7 +180,13 @@ class TaskQuery:
 @strawberry.type
 class TaskMutation:
     @strawberry.mutation(description="Create a task; with a frequency it is scheduled.")
-    async def create_task(self, info: Info, input: CreateTaskInput) -> Task:
+    async def create_task(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateTaskInput, strawberry.argument(description="The new task.")
+        ],
+    ) -> Task:
         app_id = await info.context.app_id()
         spec = tasks.TaskInput(
             name=input.name,
@@ -197,7 +203,9 @@ class TaskMutation:
     async def update_task(
         self,
         info: Info,
-        input: UpdateTaskInput,
+        input: Annotated[
+            UpdateTaskInput, strawberry.argument(description="What to change.")
+        ],
         id: TaskIdArgument = None,
         name: TaskNameArgument = None,
     ) -> Task:
