@@ -169,3 +169,30 @@ async def test_a_screen_without_a_handler_fails_fast(client: Client) -> None:
     assert error["extensions"]["code"] == "TASK_FAILED"
     assert error["extensions"]["errorType"] == "HandlerNotRegistered"
     assert time.monotonic() - started < 3
+
+
+async def test_live_runs_the_published_version_and_draft_the_current_draft(
+    client: Client,
+) -> None:
+    version = "<script>Fliplet.Page.onRemoteExecution(() => ({{v: '{}'}}))</script>"
+    task = await new_task(client, version.format("one"), name="versions")
+    await client.data(
+        "mutation($id: ID!, $html: String!) { updatePage(id: $id, input: "
+        "{html: $html}) { id } }",
+        id=task["pageId"],
+        html=version.format("two"),
+    )
+    run = """
+    mutation($environment: Environment!) {
+      runTaskWithResult(name: "versions", environment: $environment)
+    }
+    """
+
+    live = await client.data(run, environment="LIVE")
+    draft = await client.data(run, environment="DRAFT")
+    logs = (await client.data(LOGS, id=task["id"]))["taskLogs"]["logs"]
+
+    assert live["runTaskWithResult"] == {"v": "one"}
+    assert draft["runTaskWithResult"] == {"v": "two"}
+    ran = [(log["data"]["environment"], log["data"]["pageVersion"]) for log in logs]
+    assert ran == [("draft", None), ("live", 1)]
