@@ -75,7 +75,6 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/graphql", graphql),
     ]
     middleware = [
-        Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes),
         # Pages on other origins (dashboards, the JS client) call the API with
         # a bearer token and no cookies, so any listed origin may.
         Middleware(
@@ -85,5 +84,7 @@ def create_app(settings: Settings) -> Starlette:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         ),
+        # Inside CORS, so that a browser can read the 413 it answers.
+        Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -68,5 +68,8 @@ async def authenticate(secret: str, admin_token: str) -> Principal:
 
     token = await Token.get_or_none(secret_digest=digest(secret), revoked_at=None)
     if token is None:
-        raise Unauthenticated("unknown or revoked token")
+        raise Unauthenticated(
+            "unknown or revoked token: check the Authorization header, or ask "
+            "the admin for a new token (createToken)"
+        )
     return Principal(app_id=token.app_id, token_name=token.name)  # type: ignore[attr-defined]

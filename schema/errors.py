@@ -18,7 +18,16 @@ from apptasks.errors import AppTasksError
 logger = logging.getLogger("apptasks.schema.errors")
 
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+BAD_INPUT = "BAD_USER_INPUT"
 INTERNAL = "INTERNAL_SERVER_ERROR"
+
+
+def _graphql_error_code(error: GraphQLError) -> str:
+    if error.message.startswith("Variable '$") or isinstance(
+        error.original_error, GraphQLError
+    ):
+        return BAD_INPUT
+    return VALIDATION_FAILED
 
 
 def _always(_: GraphQLError) -> bool:
@@ -37,8 +46,10 @@ class ErrorCodes(MaskErrors):
             return self._rebuild(
                 error, original.message, {"code": original.code, **original.extensions}
             )
-        if original is None:
-            code = (error.extensions or {}).get("code", VALIDATION_FAILED)
+        if original is None or isinstance(original, GraphQLError):
+            # graphql-core's own errors: a query that does not fit the schema,
+            # or a variable of the wrong shape; their messages say what to fix.
+            code = (error.extensions or {}).get("code") or _graphql_error_code(error)
             return self._rebuild(error, error.message, {"code": code})
 
         reference = uuid.uuid4().hex[:12]

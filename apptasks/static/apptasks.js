@@ -8,9 +8,9 @@
  * there yet; an existing Fliplet.App.Tasks is never replaced.
  *
  * Naming a task (update, remove, run, runWithResult): a JavaScript number is
- * the task's id, a string is its name, always. GraphQL answers ids as strings,
- * so pass Number(task.id) to address a task by id; "42" means the task named
- * "42".
+ * the task's id, a string is its name, always; "42" means the task named "42".
+ * Like the seed, the client answers ids (id, appId, pageId, taskId) as
+ * numbers, so task.id can be passed back as it is.
  *
  * Every call returns a Promise. A failure rejects with an Error whose message
  * is the server's, plus .code (extensions.code, or NETWORK_ERROR, HTTP_<status>,
@@ -73,20 +73,26 @@
     return clientError(message, extensions.code || "GRAPHQL_ERROR", extensions, errors);
   }
 
-  // A GraphQL error may come with a 4xx status; its message says more than the
-  // status does, so the body is read first and the status only as a fallback.
-  async function readAnswer(response) {
-    let body = null;
+  function parseJson(text) {
     try {
-      body = JSON.parse(await response.text());
+      return JSON.parse(text);
     } catch (notJson) {
-      body = null;
+      return null;
     }
+  }
+
+  // A GraphQL error may come with a 4xx status (413 for a body that is too
+  // large); its message says more than the status, so the body is read first.
+  function readAnswer(response, text) {
+    const body = parseJson(text);
     if (body && Array.isArray(body.errors) && body.errors.length) {
       throw fromGraphQLErrors(body.errors);
     }
     if (!response.ok) {
-      const message = `App Tasks answered HTTP ${response.status} at ${response.url}`;
+      const said = text.trim().slice(0, 200);
+      const message =
+        `App Tasks answered HTTP ${response.status} at ${response.url}` +
+        (said ? ": " + said : "");
       throw clientError(message, "HTTP_" + response.status);
     }
     if (!body || !body.data) {
@@ -97,7 +103,7 @@
   }
 
   async function graphql(endpoint, token, query, variables) {
-    let response;
+    let response, text;
     try {
       response = await fetch(endpoint, {
         method: "POST",
@@ -107,11 +113,14 @@
         },
         body: JSON.stringify({ query: query, variables: variables })
       });
+      text = await response.text();
     } catch (failure) {
+      // The browser hides why (CORS refusal, refused connection, DNS) from
+      // scripts; its console says which.
       const message = `could not reach App Tasks at ${endpoint}: ${failure.message}`;
       throw clientError(message, "NETWORK_ERROR");
     }
-    return readAnswer(response);
+    return readAnswer(response, text);
   }
 
   // The rule stated at the top of this file: numbers are ids, strings names.
@@ -147,6 +156,20 @@
     return Object.assign(extra, taskReference(idOrName), { payload: payload });
   }
 
+  // GraphQL IDs travel as strings; the seed's objects carry numbers.
+  const ID_KEYS = ["id", "appId", "pageId", "taskId"];
+
+  function withNumericIds(record) {
+    if (!record || typeof record !== "object") { return record; }
+    const copy = Object.assign({}, record);
+    ID_KEYS.forEach(function (key) {
+      if (typeof copy[key] === "string" && /^[0-9]+$/.test(copy[key])) {
+        copy[key] = Number(copy[key]);
+      }
+    });
+    return copy;
+  }
+
   function createClient(endpoint, token) {
     // Each method is async so that a bad argument rejects like a server error
     // does: callers need only one error path.
@@ -158,23 +181,28 @@
     }
 
     return {
-      create: call("create", (data) => data.createTask, (fields) => ({
-        input: fields
-      })),
-      get: call("get", (data) => data.tasks, () => ({})),
+      create: call(
+        "create",
+        (data) => withNumericIds(data.createTask),
+        (task) => ({ input: task })
+      ),
+      get: call("get", (data) => data.tasks.map(withNumericIds), () => ({})),
       // The changes go as given: an omitted key stays as it is on the server,
       // while an explicit null (frequency: null) clears it.
-      update: call("update", (data) => data.updateTask, (idOrName, changes) =>
+      update: call("update", (data) => withNumericIds(data.updateTask), (idOrName, changes) =>
         Object.assign({ input: changes || {} }, taskReference(idOrName))
       ),
-      remove: call("remove", (data) => data.removeTask, taskReference),
-      run: call("run", (data) => data.runTask, runVariables),
+      remove: call("remove", (data) => withNumericIds(data.removeTask), taskReference),
+      run: call("run", (data) => withNumericIds(data.runTask), runVariables),
       runWithResult: call(
         "runWithResult",
         (data) => data.runTaskWithResult,
         runVariables
       ),
-      getLogs: call("getLogs", (data) => data.taskLogs, (options) =>
+      getLogs: call("getLogs", (data) => ({
+        count: data.taskLogs.count,
+        logs: data.taskLogs.logs.map(withNumericIds)
+      }), (options) =>
         onlyKnown("getLogs", options, LOG_OPTIONS)
       ),
       // Live logs need a WebSocket subscription the API does not offer yet; the
