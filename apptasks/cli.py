@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         logger.error("%s", exc.message)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C during start-up: everything started so far is already stopped.
+        return 130
 
 
 def serve(settings: Settings) -> int:
@@ -130,7 +133,10 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     environment["APPTASKS_REDIS_URL"] = settings.redis_url
     environment["APPTASKS_DATA_DIR"] = str(settings.data_dir)
     command = [sys.executable, "-m", "apptasks.cli", "worker"]
-    return subprocess.Popen(command, env=environment)
+    # A session of its own, so that Ctrl-C reaches only `serve`, which then
+    # stops the API, the worker (SIGTERM: it quits its browsers) and Redis in
+    # that order.
+    return subprocess.Popen(command, env=environment, start_new_session=True)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:

@@ -55,7 +55,11 @@ class PrivateRedis:
             "--appendonly", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C in the terminal must not stop Redis
+        # before the worker has finished with it; `stop` ends it last.
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, start_new_session=True
+        )
 
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from apptasks.runs import SCHEDULED, RunOrder
 
 COMPLETED = "app.task.completed"
 FAILED = "app.task.failed"
+LOG_TYPES = (COMPLETED, FAILED)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -58,6 +59,11 @@ async def list_logs(
         raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadInput(f"offset {offset}: must not be negative")
+    if log_type is not None and log_type not in LOG_TYPES:
+        raise BadInput(
+            f"where.type {log_type!r}: not a log type; use one of "
+            + ", ".join(repr(known) for known in LOG_TYPES)
+        )
 
     query = TaskLog.filter(app_id=app_id)
     if task_id is not None:

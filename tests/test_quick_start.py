@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apptasks.settings import Settings
 from tests.support.paths import REPO
 from tests.support.services import LOOPBACK_ONLY, free_port, wait_until
 
@@ -92,9 +93,12 @@ def test_make_run_serves_the_demo_task_and_ctrl_c_leaves_nothing_behind(
         assert _processes_mentioning(str(browser_tmp)), "a browser runs"
         assert _processes_mentioning(str(data_dir)), "a private Redis runs"
     finally:
+        stopping = time.monotonic()
         os.killpg(serve.pid, signal.SIGINT)
         serve.wait(timeout=60)
+        stopped_in = time.monotonic() - stopping
 
+    assert stopped_in < 15, f"Ctrl-C took {stopped_in:.0f} s to stop everything"
     time.sleep(1)
     assert _processes_mentioning(str(tmp_path)) == []
     assert _processes_mentioning(str(browser_tmp)) == []
@@ -108,3 +112,11 @@ def _ready_output(output: Path, serve: subprocess.Popen[bytes]) -> str | None:
     if "worker ready" in text and "Uvicorn running" in text:
         return text
     return None
+
+
+def test_the_readme_lists_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+
+    missing = [name for name, _, _ in Settings.describe() if f"`{name}`" not in readme]
+
+    assert missing == []

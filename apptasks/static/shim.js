@@ -6,7 +6,7 @@
   "use strict";
   var MAX_LINES = 200;
   var MAX_LINE_LENGTH = 2000;
-  var state = { handler: null, console: [], dropped: 0 };
+  var state = { handler: null, console: [], dropped: 0, firstError: null };
 
   function describe(value) {
     if (typeof value === "string") { return value; }
@@ -40,7 +40,9 @@
   window.prompt = function (message) { keep("prompt", [String(message)]); return null; };
 
   window.addEventListener("error", function (event) {
-    keep("error", ["Uncaught " + (event.error ? describe(event.error) : event.message)]);
+    var text = event.error ? describe(event.error) : event.message;
+    if (state.firstError === null) { state.firstError = text; }
+    keep("error", ["Uncaught " + text]);
   });
 
   function onRemoteExecution(handler) {
@@ -77,9 +79,12 @@
 
   state.invoke = function (payload, context) {
     if (state.handler === null) {
+      // A script that failed before registering is the usual cause: say so.
+      var cause = state.firstError === null ? "" :
+        "; its script failed first with " + state.firstError;
       return Promise.resolve(JSON.stringify({ ok: false, errorType: "HandlerNotRegistered",
         errorMessage: "the screen loaded but never called " +
-          "Fliplet.Page.onRemoteExecution(handler)", trace: "" }));
+          "Fliplet.Page.onRemoteExecution(handler)" + cause, trace: "" }));
     }
     return new Promise(function (resolve) { resolve(state.handler(payload, context)); })
       .then(function (value) {

@@ -196,3 +196,15 @@ async def test_live_runs_the_published_version_and_draft_the_current_draft(
     assert draft["runTaskWithResult"] == {"v": "two"}
     ran = [(log["data"]["environment"], log["data"]["pageVersion"]) for log in logs]
     assert ran == [("draft", None), ("live", 1)]
+
+
+async def test_a_screen_whose_script_fails_says_why_it_has_no_handler(
+    client: Client,
+) -> None:
+    broken = "<script>Fliplet.Page.onRemoteExecution(function () { return 1 </script>"
+    await new_task(client, broken, name="typo")
+
+    error = await client.error(RUN_WITH_RESULT, name="typo")
+
+    assert error["extensions"]["errorType"] == "HandlerNotRegistered"
+    assert "SyntaxError" in error["message"]

@@ -254,3 +254,14 @@ async def test_a_revoked_token_stops_working_at_once(stub_service: Service) -> N
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
     assert {t["name"] for t in listed["tokens"]} == {"default", "ci"}
     assert "secret" not in str(listed).lower()
+
+
+async def test_task_logs_refuses_an_unknown_type_naming_the_known_ones(
+    stub_service: Service,
+) -> None:
+    client, _ = await _app_with_a_task(stub_service)
+
+    error = await client.error('{ taskLogs(where: {type: "failed"}) { count } }')
+
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "'app.task.failed'" in error["message"]
