@@ -3,6 +3,11 @@
 A frequency is a 5-field cron expression (minute hour day-of-month month
 day-of-week, Sunday 0 or 7); a time zone is an offset such as `+00`, `+0530`,
 `-08:00`, or an IANA name such as `Europe/London`, which follows DST.
+
+Known shortcoming: fire times are croniter's, which differ from ISC cron across
+DST changes and when day-of-month and day-of-week are both restricted; error
+messages for a malformed field are croniter's own and do not always name the
+field.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 A caller that waits subscribes to the run's channel before the order is queued,
 so that an outcome published by a fast worker cannot be missed.
+
+Known shortcoming: runs are not database records yet, so a caller who gets
+RUN_PENDING can follow the run only through the task's logs, and a run whose
+worker dies is lost without a log entry.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ the fires due, not with the number of tasks. Each fire is queued under a
 deterministic job id, so that several scanners queue it once; the fire job then
 claims it in the database with a compare-and-set on `next_run_at`, so that it
 runs once even if it was queued twice.
+
+Known shortcoming: a fire missed by more than the grace period is skipped with
+a warning in the worker's log only; there is no fire ledger to read it from,
+and a scheduled fire may start while the same task's previous run goes on.
 """
 
 from __future__ import annotations
