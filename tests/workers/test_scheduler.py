@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -69,3 +69,47 @@ async def _wait_for_log(client: Client, task_id: str, within: float) -> list[dic
             return list(logs["logs"])
         await asyncio.sleep(0.5)
     raise AssertionError(f"task {task_id} did not fire within {within} s")
+
+
+@pytest.mark.slow
+async def test_removing_or_pausing_a_task_cancels_its_already_queued_fire(
+    chrome_service: Service,
+) -> None:
+    client = await new_app(chrome_service.url)
+    now = datetime.now(UTC)
+    if now.second >= 55:
+        # Too close to the fire to stop it in time: aim at the next minute.
+        await _sleep_until(now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+    kept = await new_task(
+        client, screen("hello.html"), name="kept", frequency="* * * * *"
+    )
+    removed = await new_task(
+        client, screen("hello.html"), name="removed", frequency="* * * * *"
+    )
+    paused = await new_task(
+        client, screen("hello.html"), name="paused", frequency="* * * * *"
+    )
+    fire = _instant(kept["nextRunAt"])
+    assert _instant(removed["nextRunAt"]) == fire == _instant(paused["nextRunAt"])
+
+    # Workers queue fires up to two scans ahead: one second before the fire,
+    # all three are already in the queue.
+    await _sleep_until(fire - timedelta(seconds=1))
+    await client.data('mutation { removeTask(name: "removed") { id } }')
+    await client.data(
+        'mutation { updateTask(name: "paused", input: {active: false}) { id } }'
+    )
+    await _sleep_until(fire + timedelta(seconds=5))
+
+    assert (await _wait_for_log(client, kept["id"], within=10))[0]["type"] == (
+        "app.task.completed"
+    )
+    for task in (removed, paused):
+        logs = (await client.data(LOGS, id=task["id"]))["taskLogs"]
+        assert logs["count"] == 0, f"{task['name']} fired after it was stopped"
+
+
+async def _sleep_until(instant: datetime) -> None:
+    await asyncio.sleep(
+        max(0.0, (instant - datetime.now(instant.tzinfo)).total_seconds())
+    )
