@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -33,6 +34,18 @@ class AppTasksGraphQL(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.settings = settings
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """The request body as JSON, refusing what is not a GraphQL request."""
+        try:
+            parsed = super().parse_json(data)
+        except (RecursionError, UnicodeDecodeError) as exc:
+            raise HTTPException(400, "the request body is not usable JSON") from exc
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(
+                400, 'the request body must be a JSON object: {"query": "..."}'
+            )
+        return parsed
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from tortoise.transactions import in_transaction
 
 from apptasks.auth import digest, new_secret
-from apptasks.errors import BadInput, NotFound
+from apptasks.errors import BadInput, NotFound, check_text
 from apptasks.models import App, Token
 
 MAX_NAME_LENGTH = 200
@@ -67,7 +67,7 @@ async def revoke_token(token_id: int) -> Token:
 
 
 def _check_name(field: str, value: str) -> str:
-    value = value.strip()
+    value = check_text(field, value).strip()
     if not value or len(value) > MAX_NAME_LENGTH:
         raise BadInput(f"{field} {value!r}: must be 1 to {MAX_NAME_LENGTH} characters")
     return value

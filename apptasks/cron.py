@@ -20,9 +20,10 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from apptasks.errors import BadInput
 
-_OFFSET = re.compile(r"^(?P<sign>[+-])(?P<hours>\d{2})(?::?(?P<minutes>\d{2}))?$")
+_OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>[0-9]{2})(?::?(?P<minutes>[0-9]{2}))?")
 _UTC_NAMES = {"z", "utc", "gmt"}
 MAX_OFFSET = timedelta(hours=14)
+MAX_FREQUENCY_LENGTH = 200
 FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
 
 
@@ -32,7 +33,7 @@ def parse_timezone(value: str) -> tzinfo:
     if text.lower() in _UTC_NAMES:
         return UTC
 
-    match = _OFFSET.match(text)
+    match = _OFFSET.fullmatch(text)
     if match:
         minutes = int(match["minutes"] or 0)
         offset = timedelta(hours=int(match["hours"]), minutes=minutes)
@@ -54,6 +55,11 @@ def parse_timezone(value: str) -> tzinfo:
 def validate_frequency(expr: str) -> str:
     """The expression, normalised, or BadInput naming what is wrong with it."""
     normalised = " ".join(expr.split())
+    if len(normalised) > MAX_FREQUENCY_LENGTH:
+        raise BadInput(
+            f"frequency: {len(normalised)} characters is more than the limit of "
+            f"{MAX_FREQUENCY_LENGTH}"
+        )
     parts = normalised.split(" ")
     if len(parts) != len(FIELD_NAMES):
         raise BadInput(

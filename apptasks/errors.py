@@ -97,3 +97,16 @@ class RunPending(AppTasksError):
     """The caller stopped waiting before the run had a result; the run goes on."""
 
     code = "RUN_PENDING"
+
+
+def check_text(field: str, value: str, *, allow_nul: bool = False) -> str:
+    """The value, or BadInput if it is not storable text (lone surrogates, NUL)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(
+            f"{field}: contains a lone UTF-16 surrogate, which is not valid text"
+        ) from None
+    if not allow_nul and "\x00" in value:
+        raise BadInput(f"{field}: contains a NUL character")
+    return value

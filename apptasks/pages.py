@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tortoise.transactions import in_transaction
 
-from apptasks.errors import BadInput, NotFound
+from apptasks.errors import BadInput, NotFound, check_text
 from apptasks.models import Page, PageVersion
 
 MAX_NAME_LENGTH = 200
@@ -59,14 +59,14 @@ async def list_versions(page_id: int) -> list[PageVersion]:
 
 
 def _check_name(name: str) -> str:
-    name = name.strip()
+    name = check_text("name", name).strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise BadInput(f"name {name!r}: must be 1 to {MAX_NAME_LENGTH} characters")
     return name
 
 
 def _check_html(html: str) -> str:
-    size = len(html.encode("utf-8"))
+    size = len(check_text("html", html, allow_nul=True).encode("utf-8"))
     if size > MAX_HTML_BYTES:
         raise BadInput(
             f"html: {size} bytes is more than the limit of {MAX_HTML_BYTES} bytes"

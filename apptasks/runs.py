@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -19,6 +19,7 @@ from apptasks.models import Page, Task
 from apptasks.settings import Settings
 
 ON_DEMAND = "on-demand"
+MAX_PAYLOAD_DEPTH = 100
 SCHEDULED = "scheduled"
 
 
@@ -48,7 +49,8 @@ class RunOrder:
     fire_at: str | None = None
 
     def to_message(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: asdict would copy the payload recursively.
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> RunOrder:
@@ -84,6 +86,7 @@ async def on_demand_order(
 ) -> RunOrder:
     """An order for a run someone asked for, or BadInput if it cannot run."""
     check_payload(payload, settings)
+    check_payload(caller, settings, field="caller")
     page = await Page.get(id=task.page_id)
     version = _version_to_run(page, environment)
     return RunOrder(
@@ -121,14 +124,41 @@ def scheduled_order(
     )
 
 
-def check_payload(payload: Any, settings: Settings) -> None:
-    size = len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+def check_payload(payload: Any, settings: Settings, field: str = "payload") -> None:
+    """Refuse what the screen could not receive as JSON, or that is too big."""
+    if _depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise BadInput(f"{field}: nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadInput(
+            f"{field}: contains a lone UTF-16 surrogate, which is not valid text"
+        ) from None
+    except ValueError:
+        raise BadInput(f"{field}: NaN and Infinity are not JSON numbers") from None
     if size > settings.max_payload_bytes:
         raise PayloadTooLarge(
-            f"payload: {size} bytes of JSON is more than the limit of "
+            f"{field}: {size} bytes of JSON is more than the limit of "
             f"{settings.max_payload_bytes} bytes",
             limit=settings.max_payload_bytes,
         )
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value, without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_PAYLOAD_DEPTH:
+            break
+        if isinstance(item, dict):
+            pending.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def _version_to_run(page: Page, environment: Environment) -> int | None:

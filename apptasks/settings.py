@@ -78,7 +78,9 @@ class Settings:
     cors_origins: tuple[str, ...] = _setting(
         ("*",), "Comma-separated origins whose pages may call the API."
     )
-    max_request_bytes: int = _setting(262144, "Largest GraphQL request body, in bytes.")
+    max_request_bytes: int = _setting(
+        4194304, "Largest GraphQL request body, in bytes (screens may be 2 MiB)."
+    )
     wait_slack: float = _setting(
         20.0, "Seconds runTaskWithResult waits for a queued run to start."
     )

@@ -15,7 +15,7 @@ from apptasks.errors import BadInput, NameTaken, NotFound, TaskLimitReached
 from apptasks.models import App, Page, Task
 from apptasks.settings import Settings
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Keep:
@@ -152,7 +152,7 @@ def next_run(task: Task, after: datetime) -> datetime | None:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadInput(
             f"name {name!r}: use 1 to 64 letters, digits, '-' or '_' (no spaces)"
         )

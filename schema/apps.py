@@ -79,7 +79,7 @@ class AppQuery:
     @strawberry.field(description="An app's tokens, without secrets (admin only).")
     async def tokens(self, info: Info, app_id: AppIdArgument) -> list[Token]:
         (await info.context.principal()).require_admin()
-        found = await apps.list_tokens(parse_id(app_id, "app"))
+        found = await apps.list_tokens(parse_id(app_id, "app", scope=""))
         return [Token.from_model(token) for token in found]
 
 
@@ -96,7 +96,7 @@ class AppMutation:
         self, info: Info, app_id: AppIdArgument, name: NameArgument
     ) -> CreateTokenPayload:
         (await info.context.principal()).require_admin()
-        app = await apps.get_app(parse_id(app_id, "app"))
+        app = await apps.get_app(parse_id(app_id, "app", scope=""))
         new = await apps.create_token(app, name)
         return CreateTokenPayload(token=Token.from_model(new.token), secret=new.secret)
 
@@ -107,4 +107,5 @@ class AppMutation:
         id: Annotated[strawberry.ID, strawberry.argument(description="Token id.")],
     ) -> Token:
         (await info.context.principal()).require_admin()
-        return Token.from_model(await apps.revoke_token(parse_id(id, "token")))
+        token_id = parse_id(id, "token", scope="")
+        return Token.from_model(await apps.revoke_token(token_id))

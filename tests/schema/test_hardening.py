@@ -81,7 +81,7 @@ async def test_a_request_body_over_the_limit_is_refused_with_413(
 ) -> None:
     client = await new_app(stub_service.url)
     assert client.token is not None
-    body = {"query": "{ tasks { id } }", "variables": {"pad": "x" * 300_000}}
+    body = {"query": "{ tasks { id } }", "variables": {"pad": "x" * 4_300_000}}
 
     response = await _post(stub_service, body, client.token)
 

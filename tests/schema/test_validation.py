@@ -6,8 +6,10 @@ the whole database is compared before and after.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.graphql import ADMIN_TOKEN, Client, new_app, new_task
@@ -59,6 +61,14 @@ CREATE_CASES = [
     ("offset too far", {"timezone": "+15:00"}, "BAD_USER_INPUT", "+14:00"),
     ("timeout zero", {"timeout": 0}, "BAD_USER_INPUT", "timeout 0"),
     ("timeout 31", {"timeout": 31}, "BAD_USER_INPUT", "between 1 and 30"),
+    ("trailing newline", {"name": "a\n"}, "BAD_USER_INPUT", "name 'a\\n'"),
+    (
+        "long frequency",
+        {"frequency": "0 " + "1," * 100 + "2 * * *"},
+        "BAD_USER_INPUT",
+        "limit of 200",
+    ),
+    ("non-ASCII digits", {"timezone": "+05:3\uff10"}, "BAD_USER_INPUT", "timezone"),
 ]
 
 
@@ -265,3 +275,81 @@ async def test_task_logs_refuses_an_unknown_type_naming_the_known_ones(
 
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "'app.task.failed'" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"a": float("nan")}, "NaN"),
+        ({"a": float("inf")}, "NaN and Infinity"),
+        ({"s": "\ud800"}, "surrogate"),
+        (json.loads("[" * 150 + "]" * 150), "levels deep"),
+    ],
+    ids=["nan", "infinity", "lone surrogate", "150 levels"],
+)
+async def test_a_payload_that_is_not_plain_json_is_refused_before_queueing(
+    stub_service: Service, payload: Any, message: str
+) -> None:
+    client, _ = await _app_with_a_task(stub_service)
+    before = stub_service.database_rows()
+
+    error = await client.error(RUN, name="existing", payload=payload)
+
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert message in error["message"]
+    assert stub_service.database_rows() == before
+
+
+@pytest.mark.parametrize(
+    "page_id", ["9223372036854775808", "1" * 40, " 1", "01", "+1", "\u0661"]
+)
+async def test_ids_out_of_range_or_oddly_written_are_not_found(
+    stub_service: Service, page_id: str
+) -> None:
+    client, _ = await _app_with_a_task(stub_service)
+
+    error = await client.error("query($id: ID!) { page(id: $id) { id } }", id=page_id)
+
+    assert error["extensions"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "body", [b"null", b"5", b'"x"', b"\xff\xfe{}", b"[" * 20_000 + b"]" * 20_000]
+)
+async def test_a_body_that_is_not_a_graphql_request_gets_a_400(
+    stub_service: Service, body: bytes
+) -> None:
+    client, _ = await _app_with_a_task(stub_service)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{stub_service.url}/graphql",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {client.token}",
+                "Content-Type": "application/json",
+            },
+        )
+
+    assert response.status_code == 400
+    assert (await client.data("{ tasks { id } }"))["tasks"], "still answering"
+
+
+@pytest.mark.parametrize("name", ["a\u0000b", "bad \ud800"])
+async def test_app_and_page_names_must_be_text(
+    stub_service: Service, name: str
+) -> None:
+    client, _ = await _app_with_a_task(stub_service)
+    admin = Client(stub_service.url, ADMIN_TOKEN)
+    before = stub_service.database_rows()
+
+    app_error = await admin.error(
+        "mutation($n: String!) { createApp(name: $n) { token } }", n=name
+    )
+    page_error = await client.error(
+        'mutation($n: String!) { createPage(input: {name: $n, html: "x"}) { id } }',
+        n=name,
+    )
+
+    assert app_error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert page_error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert stub_service.database_rows() == before
