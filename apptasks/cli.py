@@ -229,6 +229,9 @@ def _configure_logging(settings: Settings) -> None:
     # arq's own job lines quote the job's arguments, which hold payloads; the
     # executor logs each run's lifecycle instead.
     logging.getLogger("arq").setLevel(logging.WARNING)
+    # websocket-client reports every killed browser's lost BiDi connection as an
+    # error; the runtime logs the kill itself.
+    logging.getLogger("websocket").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

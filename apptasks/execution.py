@@ -57,6 +57,18 @@ class RunError:
 
 
 @dataclass(frozen=True)
+class FailureBundle:
+    """What a failed run's page looked like: kept so that its owner can see why.
+
+    Either part may be missing: a browser killed for running past its limit
+    can no longer be asked for a screenshot.
+    """
+
+    screenshot_png: bytes | None = None
+    html: str | None = None
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """A runtime's answer: a JSON result or an error, and the screen's console."""
 
@@ -65,6 +77,7 @@ class RunOutcome:
     console: list[str] = field(default_factory=list)
     browser: str = ""
     browser_version: str = ""
+    bundle: FailureBundle | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,4 +111,4 @@ class RuntimeFactory(Protocol):
     @property
     def name(self) -> str: ...
 
-    def __call__(self, settings: Settings) -> Runtime: ...
+    def __call__(self, settings: Settings, *, hooks: Any = None) -> Runtime: ...

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from apptasks.errors import BadInput
+from tortoise.transactions import in_transaction
+
+from apptasks.errors import BadInput, NotFound
 from apptasks.execution import RunOutcome
-from apptasks.models import TaskLog
+from apptasks.models import FailureBundle, TaskLog
 from apptasks.runs import SCHEDULED, RunOrder
 
 COMPLETED = "app.task.completed"
 FAILED = "app.task.failed"
 LOG_TYPES = (COMPLETED, FAILED)
+MAX_BUNDLE_HTML = 256 * 1024
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -37,13 +40,39 @@ async def record_run(order: RunOrder, outcome: RunOutcome, duration_ms: int) -> 
             data["result"] = outcome.result
     if outcome.error is not None:
         data.update(outcome.error.as_log_data())
+        data["bundle"] = True
 
-    return await TaskLog.create(
+    async with in_transaction():
+        if outcome.error is not None:
+            await _keep_bundle(order, outcome)
+        return await TaskLog.create(
+            app_id=order.app_id,
+            task_id=order.task_id,
+            type=COMPLETED if outcome.ok else FAILED,
+            data=data,
+        )
+
+
+async def _keep_bundle(order: RunOrder, outcome: RunOutcome) -> None:
+    bundle = outcome.bundle
+    html = bundle.html if bundle is not None else None
+    if html is not None and len(html) > MAX_BUNDLE_HTML:
+        html = html[:MAX_BUNDLE_HTML] + "\n<!-- cut at 256 KiB by App Tasks -->"
+    await FailureBundle.create(
         app_id=order.app_id,
         task_id=order.task_id,
-        type=COMPLETED if outcome.ok else FAILED,
-        data=data,
+        run_id=order.run_id,
+        screenshot_png=bundle.screenshot_png if bundle is not None else None,
+        html=html,
+        console=outcome.console,
     )
+
+
+async def find_bundle(app_id: int, run_id: str) -> FailureBundle:
+    bundle = await FailureBundle.get_or_none(app_id=app_id, run_id=run_id)
+    if bundle is None:
+        raise NotFound(f"run {run_id!r}: no failure bundle for such a run in this app")
+    return bundle
 
 
 async def list_logs(

@@ -119,3 +119,23 @@ class TaskLog(Model):
 
     class Meta:
         table = "task_logs"
+
+
+class FailureBundle(Model):
+    """A failed run's screenshot, page HTML and console lines, for its app to read."""
+
+    id = fields.BigIntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="failure_bundles", on_delete=fields.CASCADE
+    )
+    task_id = fields.IntField(null=True)
+    run_id = fields.CharField(max_length=64, unique=True)
+    screenshot_png = fields.BinaryField(null=True)
+    html = fields.TextField(null=True)
+    console: Any = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    app_id: int
+
+    class Meta:
+        table = "failure_bundles"

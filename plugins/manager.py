@@ -103,4 +103,4 @@ def build_runtime(settings: Settings, manager: pluggy.PluginManager) -> Runtime:
             f"APPTASKS_RUNTIME={settings.runtime!r} is not a registered runtime "
             f"(registered: {known})"
         )
-    return factory(settings)
+    return factory(settings, hooks=manager.hook)

@@ -1,10 +1,26 @@
 """One headless Chromium for the `chrome` runtime, and the chromedriver driving it.
 
-Each browser is a chromedriver started in a session of its own, the Chromium it
-launches, and a private folder holding the profile, the temporary files and a
-home folder, so crash reports and caches land there too and go with it. Every
-method that talks to the browser blocks: the runtime calls them in threads and
-bounds them in time, and `kill` (which never talks to the browser) is how a
+Each browser is a Chromium and the chromedriver attached to it (started as
+`runtimes.chrome_launch` says), each in a session of its own, and a private
+folder holding the profile, the temporary files and a home folder, so crash
+reports and caches land there too and go with it.
+
+Every run gets a browser context of its own, Chromium's incognito-like profile:
+cookies, storage, IndexedDB, service workers, Cache Storage and the HTTP cache
+all live in it, and it is disposed of with everything in it once the run is
+over. The next run's context and its tab are made between runs, so a run only
+loads its screen. A new tab starts a renderer process, which chromedriver
+waits for when it first switches to the tab. The headless shell makes a tab
+with about 0.05 s of processor time, so it makes each context one run ahead,
+while the run before goes on; the full browser needs about 0.5 s, which would
+slow that run down as much, so it makes the context right after the run.
+Contexts are made over the browser's own DevTools connection
+(`runtimes.chrome_devtools`), which also fails every stylesheet, image, font
+and media request; runs load and call the screen with classic WebDriver
+commands, which fail at once when the browser is killed.
+
+Every method that talks to the browser blocks: the runtime calls them in threads
+and bounds them in time, and `kill` (which never talks to the browser) is how a
 call that overstays is ended.
 """
 
@@ -16,7 +32,9 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -28,11 +46,19 @@ from urllib3.exceptions import HTTPError
 from apptasks.execution import (
     RUNTIME_ERROR,
     TIMEOUT_ERROR,
+    FailureBundle,
     RunError,
     RunOutcome,
     RunRequest,
 )
 from apptasks.settings import Settings
+from runtimes.chrome_devtools import DevToolsConnection, refuse_assets
+from runtimes.chrome_launch import (
+    attach_options,
+    chromium_options,
+    command_line,
+    wait_for_devtools_port,
+)
 from runtimes.processes import kill_tree, wait_until_gone
 from runtimes.shim import (
     CONSOLE_SCRIPT,
@@ -45,50 +71,31 @@ from runtimes.shim import (
 
 logger = logging.getLogger("apptasks.runtimes.chrome_browser")
 
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--blink-settings=imagesEnabled=false",
-    # Chromium lowers the priority of renderers it deems in the background,
-    # which in headless mode can be the only tab: on a busy machine its first
-    # navigation then stalls until WebDriver gives up.
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-    # NetworkTimeServiceQuerying: otherwise Chromium asks clients2.google.com for
-    # the time at start-up. BackForwardCache: otherwise leaving a screen keeps
-    # it alive in memory, and the navigation to about:blank between runs takes
-    # about 100 ms instead of 30. Chromium reads only the last --disable-features
-    # switch, so every feature goes in this one.
-    "--disable-features=NetworkTimeServiceQuerying,BackForwardCache",
-)
-# Without a start page, the first tab is the new-tab page, which Debian's
-# Chromium fills from start.duckduckgo.com.
-STARTUP_PREFERENCES = {
-    "session": {"restore_on_startup": 4, "startup_urls": ["about:blank"]},
-}
+# The browser name chromedriver reports for the headless shell.
+HEADLESS_SHELL = "chrome-headless-shell"
 
 LAUNCH_TIMEOUT = 30.0
-# A healthy reset takes well under 0.2 s; longer means the page holds it.
-RESET_TIMEOUT = 2.0
+# Disposing of a context and switching to the next takes 0.02 s (headless
+# shell) to 0.3 s (full browser), more on a machine busy with other browsers;
+# past this the browser is deemed stuck and replaced.
+RESET_TIMEOUT = 5.0
 # Seconds a closing browser's killed processes get to exit.
 CLOSE_WAIT = 2.0
-# sessionStorage lives with the tab, so it must be cleared from the page itself.
-CLEAR_STORAGE_SCRIPT = """
-try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}
-return location.origin;
-"""
 
 
 class BrowserFailure(Exception):
     """The browser or chromedriver failed outside the screen's own code."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A browser context made for one run, and the tab the run loads its screen in.
+
+    The tab's id is also its WebDriver window handle.
+    """
+
+    browser_context: str
+    tab: str
 
 
 class ChromeBrowser:
@@ -100,15 +107,22 @@ class ChromeBrowser:
         folder: Path,
         settings: Settings,
         extra_arguments: Sequence[str] = (),
+        hooks: Any = None,
     ) -> None:
         self.number = number
         self.folder = folder
         self.settings = settings
         self.extra_arguments = tuple(extra_arguments)
+        self.hooks = hooks
         self.broken = False
         self.version = ""
+        self.process: subprocess.Popen[bytes] | None = None
         self.service: Service | None = None
         self.driver: webdriver.Chrome | None = None
+        self.devtools: DevToolsConnection | None = None
+        self.context: RunContext | None = None
+        self._next_context: RunContext | None = None
+        self._makes_ahead = False
         self._closed = False
         self._closing = threading.Lock()
 
@@ -118,31 +132,55 @@ class ChromeBrowser:
 
     @property
     def pid(self) -> int | None:
-        """Process id of chromedriver, whose process group holds Chromium."""
-        process = getattr(self.service, "process", None)
-        return None if process is None else int(process.pid)
+        """Process id of Chromium, whose process group holds its helpers."""
+        return None if self.process is None else int(self.process.pid)
 
     def open(self) -> None:
-        """Blocking: make the folder, start chromedriver and Chromium."""
+        """Blocking: start Chromium and chromedriver, make the first run's context."""
         for part in ("profile", "tmp", "home"):
             (self.folder / part).mkdir(parents=True, exist_ok=True)
+        profile = self.folder / "profile"
+        options = chromium_options(
+            self.settings, profile, self.extra_arguments, self.hooks
+        )
+        command = command_line(options)
+
+        # Sessions of their own let kill() reach each with its helpers in one
+        # signal.
+        self.process = subprocess.Popen(
+            command,
+            env=self._environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        port = wait_for_devtools_port(self.process, profile, LAUNCH_TIMEOUT)
 
         # The driver path is always given, so Selenium Manager never runs (it
-        # would look for drivers on the network). A session of its own lets
-        # kill() reach chromedriver and every Chromium process in one signal.
+        # would look for drivers on the network).
         self.service = Service(
             executable_path=self.settings.chromedriver,
             env=self._environment(),
             log_output=subprocess.DEVNULL,
             popen_kw={"start_new_session": True},
         )
-        self.driver = webdriver.Chrome(options=self._options(), service=self.service)
+        self.driver = webdriver.Chrome(
+            options=attach_options(port), service=self.service
+        )
         self.version = str(self.driver.capabilities.get("browserVersion", ""))
+        self._makes_ahead = (
+            self.driver.capabilities.get("browserName") == HEADLESS_SHELL
+        )
+        self.devtools = DevToolsConnection.open(profile, self.name)
+        refuse_assets(self.devtools)
 
-        # The first navigation of a new browser is its slowest; pay for it here
-        # rather than in the first run.
+        # The first navigation of a new browser is its slowest; pay for it here,
+        # in the first tab, which stays idle in the default context, rather than
+        # in the first run.
         self.driver.timeouts = Timeouts(page_load=LAUNCH_TIMEOUT, script=LAUNCH_TIMEOUT)
         self.driver.get("about:blank")
+        self._switch_contexts()
 
         if self.broken:
             # Killed while chromedriver was still starting (launch timed out or
@@ -153,12 +191,15 @@ class ChromeBrowser:
     def run_screen(
         self, request: RunRequest, arguments: Sequence[str], max_result_bytes: int
     ) -> RunOutcome:
-        """Blocking: load the screen, call its handler, read its answer.
+        """Blocking: load the screen in the fresh context, call its handler, answer.
 
         Raises `BrowserFailure` when the browser itself fails; every failure of
         the screen comes back as an outcome.
         """
         driver = self._driver()
+        if self.context is None:
+            # Only after a failed reset, which retires the browser.
+            raise BrowserFailure(f"browser {self.name} has no fresh context")
         try:
             driver.timeouts = Timeouts(
                 page_load=request.seconds_left, script=request.seconds_left
@@ -185,37 +226,49 @@ class ChromeBrowser:
                 return self._no_answer(request.url)
         except TimeoutException:
             message = "the handler had not settled when the run reached its time limit"
-            return RunOutcome(
-                error=RunError(TIMEOUT_ERROR, message), console=self._console_lines()
+            return self._with_bundle(
+                RunOutcome(
+                    error=RunError(TIMEOUT_ERROR, message),
+                    console=self._console_lines(),
+                )
             )
         except (WebDriverException, HTTPError, OSError) as exc:
             raise BrowserFailure(
                 f"the browser failed while the handler ran: {first_line(exc)}"
             ) from exc
-        return read_answer(answer, max_result_bytes)
+        outcome = read_answer(answer, max_result_bytes)
+        return outcome if outcome.ok else self._with_bundle(outcome)
+
+    def _with_bundle(self, outcome: RunOutcome) -> RunOutcome:
+        """The failed outcome with a screenshot and the page's HTML, if it answers."""
+        driver = self._driver()
+        try:
+            screenshot = driver.get_screenshot_as_png()
+            html = driver.page_source
+        except (WebDriverException, HTTPError, OSError):
+            return outcome
+        return replace(outcome, bundle=FailureBundle(screenshot, html))
 
     def reset(self) -> None:
-        """Blocking: wipe what the last run left (windows, storage, cookies)."""
-        driver = self._driver()
-        driver.timeouts = Timeouts(page_load=RESET_TIMEOUT, script=RESET_TIMEOUT)
+        """Blocking: dispose of the last run's context, switch to the next run's.
 
-        handles = driver.window_handles
-        for handle in handles[1:]:
-            driver.switch_to.window(handle)
-            driver.close()
-        driver.switch_to.window(handles[0])
-
-        origin = driver.execute_script(CLEAR_STORAGE_SCRIPT)
-        if isinstance(origin, str) and origin.startswith(("http://", "https://")):
-            driver.execute_cdp_cmd(
-                "Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"}
+        Disposing of a context closes every tab the run opened and drops its
+        cookies, storage, service workers and caches. Raises `DevToolsError` or
+        a WebDriver error when either step fails.
+        """
+        used, self.context = self.context, None
+        if used is not None:
+            self._devtools().call(
+                "Target.disposeBrowserContext",
+                {"browserContextId": used.browser_context},
             )
-        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
-        driver.get("about:blank")
+        self._switch_contexts()
 
     def kill(self) -> None:
-        """Kill chromedriver, Chromium and its helpers, without asking them."""
+        """Kill Chromium, its helpers and chromedriver, without asking them."""
         self.broken = True
+        if not kill_tree(self.process, self.folder):
+            logger.warning("Chromium of browser %s outlived SIGKILL", self.name)
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("chromedriver of browser %s outlived SIGKILL", self.name)
 
@@ -236,6 +289,31 @@ class ChromeBrowser:
             shutil.rmtree(self.folder, ignore_errors=True)
             self._closed = True
 
+    def _switch_contexts(self) -> None:
+        """Make the next run's context current, and the one after if ahead."""
+        context, self._next_context = self._next_context, None
+        if context is None:
+            context = self._new_context()
+        # Chromedriver attaches to a tab when it first switches to it, and
+        # waits for the tab's renderer to start; between runs, that is.
+        self._driver().switch_to.window(context.tab)
+        self.context = context
+
+        if self._makes_ahead:
+            self._next_context = self._new_context()
+
+    def _new_context(self) -> RunContext:
+        """A new browser context and its tab; the tab's renderer starts later."""
+        devtools = self._devtools()
+        browser_context = devtools.call(
+            "Target.createBrowserContext", {"disposeOnDetach": True}
+        )["browserContextId"]
+        tab = devtools.call(
+            "Target.createTarget",
+            {"url": "about:blank", "browserContextId": browser_context},
+        )["targetId"]
+        return RunContext(browser_context=str(browser_context), tab=str(tab))
+
     def _quit(self) -> None:
         try:
             if self.driver is not None:
@@ -248,22 +326,18 @@ class ChromeBrowser:
         executor = None if self.driver is None else self.driver.command_executor
         if isinstance(executor, RemoteConnection):
             executor.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+        if self.devtools is not None:
+            self.devtools.close()
 
     def _driver(self) -> webdriver.Chrome:
         if self.driver is None:
             raise BrowserFailure(f"browser {self.name} is not open")
         return self.driver
 
-    def _options(self) -> webdriver.ChromeOptions:
-        options = webdriver.ChromeOptions()
-        options.binary_location = self.settings.chrome_binary
-        for flag in (*CHROME_FLAGS, *self.extra_arguments):
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={self.folder / 'profile'}")
-        options.add_experimental_option("prefs", STARTUP_PREFERENCES)
-        # Nobody can answer alert() in a task; dismissing keeps the browser usable.
-        options.unhandled_prompt_behavior = "dismiss"
-        return options
+    def _devtools(self) -> DevToolsConnection:
+        if self.devtools is None:
+            raise BrowserFailure(f"browser {self.name} is not open")
+        return self.devtools
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)

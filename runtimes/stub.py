@@ -31,7 +31,7 @@ class StubRuntime:
 
     name: ClassVar[str] = "stub"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, hooks: Any = None) -> None:
         self.table_path = settings.stub_table
         self.table: dict[str, Any] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from apptasks import logs
+from apptasks.models import FailureBundle as FailureBundleModel
 from apptasks.models import TaskLog as TaskLogModel
 from schema.context import Info
 from schema.ids import optional_id
@@ -36,6 +38,35 @@ class TaskLog:
         )
 
 
+@strawberry.type(description="What a failed run's page showed when it failed.")
+class FailureBundle:
+    run_id: str = strawberry.field(description="The failed run.")
+    task_id: strawberry.ID | None = strawberry.field(description="Its task.")
+    screenshot: str | None = strawberry.field(
+        description="A PNG screenshot, base64-encoded; null when the browser had "
+        "to be killed."
+    )
+    html: str | None = strawberry.field(
+        description="The page's HTML at the moment of failure (at most 256 KiB)."
+    )
+    console: list[str] = strawberry.field(description="The screen's console lines.")
+    created_at: datetime = strawberry.field(description="When it was kept.")
+
+    @classmethod
+    def from_model(cls, bundle: FailureBundleModel) -> FailureBundle:
+        png = bundle.screenshot_png
+        return cls(
+            run_id=bundle.run_id,
+            task_id=None
+            if bundle.task_id is None
+            else strawberry.ID(str(bundle.task_id)),
+            screenshot=None if png is None else base64.b64encode(png).decode("ascii"),
+            html=bundle.html,
+            console=list(bundle.console),
+            created_at=bundle.created_at,
+        )
+
+
 @strawberry.type(description="A page of log entries and how many match in all.")
 class TaskLogs:
     count: int = strawberry.field(description="Entries that match, in all.")
@@ -51,6 +82,17 @@ class LogFilter:
 
 @strawberry.type
 class LogQuery:
+    @strawberry.field(description="The failure bundle of one of the app's failed runs.")
+    async def failure_bundle(
+        self,
+        info: Info,
+        run_id: Annotated[
+            str, strawberry.argument(description="The run's id, from its log entry.")
+        ],
+    ) -> FailureBundle:
+        app_id = await info.context.app_id()
+        return FailureBundle.from_model(await logs.find_bundle(app_id, run_id))
+
     @strawberry.field(description="The app's log entries, newest first.")
     async def task_logs(
         self,

@@ -7,6 +7,7 @@ each with the run id, task, runtime and (at the end) the duration.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -35,10 +36,13 @@ PAGE_NOT_PUBLISHED = "PageNotPublished"
 class RunExecutor:
     """Turns run orders into runtime calls and records what came of them."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, redis: Redis) -> None:
+    def __init__(
+        self, settings: Settings, runtime: Runtime, redis: Redis, hooks: Any = None
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.redis = redis
+        self.hooks = hooks
 
     async def execute(self, order: RunOrder) -> dict[str, Any]:
         """Run the order to its end and return the announcement sent for it."""
@@ -60,6 +64,7 @@ class RunExecutor:
             order.mode,
             self.runtime.name,
         )
+        await self._notify("apptasks_run_started", order=order)
         started = time.monotonic()
         outcome = await self._call_runtime(order, url, started)
         duration_ms = round((time.monotonic() - started) * 1000)
@@ -75,7 +80,35 @@ class RunExecutor:
         await self.redis.publish(
             app_log_channel(self.settings, order.app_id), json.dumps(log_message(entry))
         )
+        await self._notify(
+            "apptasks_run_finished",
+            order=order,
+            outcome=outcome,
+            duration_ms=duration_ms,
+        )
         return announcement
+
+    async def _notify(self, hook_name: str, **arguments: Any) -> None:
+        """Call a notification hook's implementations; their failures stay theirs."""
+        if self.hooks is None:
+            return
+        for implementation in getattr(self.hooks, hook_name).get_hookimpls():
+            # pluggy lets an implementation take fewer arguments than the spec.
+            wanted = {
+                name: value
+                for name, value in arguments.items()
+                if name in implementation.argnames
+            }
+            try:
+                await asyncio.to_thread(implementation.function, **wanted)
+            except Exception:
+                logger.warning(
+                    "plugin %s failed in hook %s run=%s",
+                    implementation.plugin_name,
+                    hook_name,
+                    arguments["order"].run_id,
+                    exc_info=True,
+                )
 
     async def _call_runtime(
         self, order: RunOrder, url: str, started: float

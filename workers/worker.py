@@ -31,13 +31,14 @@ async def execute_run(ctx: dict[str, Any], message: dict[str, Any]) -> dict[str,
 
 def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     """An arq worker that runs screens through the runtime the settings name."""
-    runtime = build_runtime(settings, build_plugin_manager(settings))
+    plugins = build_plugin_manager(settings)
+    runtime = build_runtime(settings, plugins)
 
     async def startup(ctx: dict[str, Any]) -> None:
         await db.connect(settings)
         await runtime.start()
         ctx["runtime"] = runtime
-        ctx["executor"] = RunExecutor(settings, runtime, ctx["redis"])
+        ctx["executor"] = RunExecutor(settings, runtime, ctx["redis"], plugins.hook)
         scheduler = Scheduler(settings, ctx["redis"])
         ctx["scheduler_task"] = asyncio.create_task(scheduler.run_forever())
         logger.info(

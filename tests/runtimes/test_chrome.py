@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,13 +28,14 @@ from apptasks.execution import (
     RunRequest,
     Runtime,
 )
-from apptasks.hooks import PROJECT
+from apptasks.hooks import PROJECT, hookimpl
 from apptasks.screens import render_screen
 from apptasks.settings import Settings
 from plugins import hookspecs
 from plugins.manager import runtime_factories
 from runtimes import chrome
 from runtimes.chrome import ChromeRuntime
+from runtimes.chrome_launch import LaunchError, chromium_options, command_line
 from runtimes.processes import processes_mentioning
 from tests.support.paths import shared_dir
 
@@ -45,6 +47,9 @@ MAX_RESULT_BYTES = 100_000
 # Screens here live on 127.0.0.1; every host name fails to resolve, so nothing
 # Chromium does on its own (update checks, sign-in probes) leaves the machine.
 LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)
+# The Chromium to test, as the service would pick it: APPTASKS_CHROME_BINARY
+# (the full browser by default, or chromium-headless-shell).
+CHROME_BINARY = Settings.from_env().chrome_binary
 
 # Screens for behaviours the shared samples do not cover.
 INLINE_SCREENS = {
@@ -54,6 +59,7 @@ INLINE_SCREENS = {
     "throws-string": 'throw "quota exhausted for today";',
     "context": "return context;",
     "big": 'return "x".repeat(payload.size);',
+    "user-agent": "return navigator.userAgent;",
     "alert": 'alert("are you there?"); return [confirm("sure?"), prompt("name?")];',
     "storage": """
         var seen = {
@@ -69,6 +75,95 @@ INLINE_SCREENS = {
 }
 STUCK_LOADING_PAGE = "<!doctype html><html><body><script>while (true) {}</script>"
 PLAIN_PAGE = "<!doctype html><html><body><p>No shim here.</p></body></html>"
+
+# Busy-loop runs in a row in the stress test; 100 take 2.3 to 2.5 minutes on a
+# 2-core machine, with either Chromium binary.
+STRESS_TIMEOUTS = 100
+
+# Writes (payload.write) and then reads every kind of state a browser keeps
+# for an origin. Service workers need a secure context: 127.0.0.1 is one.
+ISOLATION_SCREEN = """
+async function writeEverything() {
+  document.cookie = "page=1; max-age=3600; path=/";
+  await fetch("/set-cookie");
+  localStorage.setItem("k", "1");
+  sessionStorage.setItem("k", "1");
+  await new Promise(function (resolve, reject) {
+    var request = indexedDB.open("tasks", 1);
+    request.onupgradeneeded = function () { request.result.createObjectStore("s"); };
+    request.onerror = function () { reject(request.error); };
+    request.onsuccess = function () {
+      var transaction = request.result.transaction("s", "readwrite");
+      transaction.objectStore("s").put(1, "k");
+      transaction.oncomplete = function () { request.result.close(); resolve(); };
+      transaction.onerror = function () { reject(transaction.error); };
+    };
+  });
+  await navigator.serviceWorker.register("/sw.js");
+  await navigator.serviceWorker.ready;
+  await (await caches.open("tasks")).put("/kept", new Response("1"));
+  await fetch("/cached.js");
+}
+Fliplet.Page.onRemoteExecution(async function (payload) {
+  if (payload.write) { await writeEverything(); }
+  await fetch("/cached.js");
+  return {
+    cookie: document.cookie,
+    serverCookie: await (await fetch("/cookie")).text(),
+    local: localStorage.getItem("k"),
+    session: sessionStorage.getItem("k"),
+    databases: (await indexedDB.databases()).map(function (d) { return d.name; }),
+    workers: (await navigator.serviceWorker.getRegistrations()).length,
+    caches: await caches.keys()
+  };
+});
+"""
+WRITTEN_STATE = {
+    "cookie": "page=1",
+    "serverCookie": "page=1; server=1",
+    "local": "1",
+    "session": "1",
+    "databases": ["tasks"],
+    "workers": 1,
+    "caches": ["tasks"],
+}
+EMPTY_STATE = {
+    "cookie": "",
+    "serverCookie": "",
+    "local": None,
+    "session": None,
+    "databases": [],
+    "workers": 0,
+    "caches": [],
+}
+
+# Every kind of asset a page can ask for, besides what assets.html covers, and
+# the JavaScript ways of fetching that must keep working.
+ALL_ASSETS_SCREEN = """<!doctype html><html><head>
+<style>
+  @import url(/imported.css);
+  @font-face { font-family: F; src: url(/font.woff2); }
+  body { font-family: F; background: url(/background.png); }
+</style>
+<script src="/helper.js"></script>
+</head><body>
+<p>Text in a web font.</p>
+<video src="/clip.mp4" preload="auto"></video>
+<audio src="/sound.mp3" preload="auto"></audio>
+<script>
+  Fliplet.Page.onRemoteExecution(async function () {
+    new Image().src = "/late.png";
+    var data = await (await fetch("/data.json")).json();
+    var worker = new Worker("/worker.js");
+    var answer = await new Promise(function (resolve) { worker.onmessage = resolve; });
+    return { helperLoaded: !!window.helperLoaded, data: data, worker: answer.data };
+  });
+</script>
+</body></html>"""
+
+
+def chrome_settings(**changes: Any) -> Settings:
+    return Settings(chrome_binary=CHROME_BINARY, **changes)
 
 
 def inline_screen(body: str) -> str:
@@ -126,7 +221,7 @@ def screens() -> Iterator[str]:
 
 @pytest_asyncio.fixture(scope="module")
 async def runtime() -> AsyncIterator[ChromeRuntime]:
-    settings = Settings(browsers=1, max_result_bytes=MAX_RESULT_BYTES)
+    settings = chrome_settings(browsers=1, max_result_bytes=MAX_RESULT_BYTES)
     runtime = ChromeRuntime(settings, extra_arguments=LOOPBACK_ONLY)
     await runtime.start()
     try:
@@ -153,8 +248,93 @@ async def run(
     return await runtime.execute(request)
 
 
+@dataclass
+class CountingServer:
+    """A loopback server that counts the requests it gets, by path.
+
+    Besides `pages`, it sets a cookie (`/set-cookie`), says which cookies it
+    was sent (`/cookie`), and serves a script browsers may cache (`/cached.js`).
+    """
+
+    pages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    origin: str = ""
+
+    def serve(self, path: str, body: str, content_type: str = "text/html") -> str:
+        self.pages[path] = (content_type, body.encode("utf-8"))
+        return self.origin + path
+
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path
+        self.counts[path] = self.counts.get(path, 0) + 1
+        headers = {"Cache-Control": "no-store"}
+        if path == "/set-cookie":
+            headers["Set-Cookie"] = "server=1; Max-Age=3600; Path=/; HttpOnly"
+            content_type, body = "text/plain", b"set"
+        elif path == "/cookie":
+            content_type = "text/plain"
+            body = (handler.headers.get("Cookie") or "").encode("utf-8")
+        elif path == "/cached.js":
+            headers["Cache-Control"] = "max-age=3600"
+            content_type, body = "text/javascript", b"// kept in the HTTP cache"
+        elif path in self.pages:
+            content_type, body = self.pages[path]
+        else:
+            handler.send_error(404)
+            return
+
+        handler.send_response(200)
+        for name, value in {**headers, "Content-Type": content_type}.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+
+class CountingHandler(BaseHTTPRequestHandler):
+    server_state: ClassVar[CountingServer]
+
+    def do_GET(self) -> None:
+        self.server_state.respond(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    """A fresh `CountingServer` on 127.0.0.1, for one test."""
+    state = CountingServer()
+    handler = type("Handler", (CountingHandler,), {"server_state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state.origin = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def children_named(name: str) -> set[int]:
+    """Ids of this process's children whose command name is `name`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command, rest = stat[stat.index("(") + 1 :].rsplit(")", 1)
+        if command == name and int(rest.split()[1]) == os.getpid():
+            found.add(int(entry.name))
+    return found
+
+
 def error_type(outcome: RunOutcome) -> str | None:
     return outcome.error.error_type if outcome.error else None
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-headless-shell")
 
 
 def chromium_processes(folder: Path) -> list[int]:
@@ -165,7 +345,7 @@ def chromium_processes(folder: Path) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(b"chromium") and not any(
+        if Path(os.fsdecode(argv[0])).name in CHROMIUM_NAMES and not any(
             arg.startswith(b"--type=") for arg in argv
         ):
             found.append(pid)
@@ -199,6 +379,60 @@ def test_plugin_registers_the_chrome_runtime() -> None:
 
     assert runtime_factories(manager) == {"chrome": ChromeRuntime}
     assert isinstance(ChromeRuntime(Settings()), Runtime)
+
+
+class UserAgentPlugin:
+    """A plugin that gives Chromium a user agent of its own."""
+
+    @hookimpl
+    def apptasks_browser_options(self, browser: str, options: Any) -> None:
+        if browser == "chrome":
+            options.add_argument("--user-agent=App Tasks test agent")
+
+
+class BrokenOptionsPlugin:
+    @hookimpl
+    def apptasks_browser_options(self) -> None:
+        raise ValueError("no options today")
+
+
+def plugin_hooks(plugin: object) -> Any:
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(plugin, name=type(plugin).__name__)
+    return manager.hook
+
+
+async def test_browser_options_hook_changes_the_browsers_options(screens: str) -> None:
+    hooks = plugin_hooks(UserAgentPlugin())
+    runtime = ChromeRuntime(
+        chrome_settings(), extra_arguments=LOOPBACK_ONLY, hooks=hooks
+    )
+    await runtime.start()
+    try:
+        outcome = await run(runtime, f"{screens}/user-agent.html")
+    finally:
+        await runtime.stop()
+
+    assert outcome.result == "App Tasks test agent"
+
+
+async def test_failing_browser_options_hook_stops_start_naming_the_plugin() -> None:
+    hooks = plugin_hooks(BrokenOptionsPlugin())
+    runtime = ChromeRuntime(
+        chrome_settings(), extra_arguments=LOOPBACK_ONLY, hooks=hooks
+    )
+
+    with pytest.raises(ConfigurationError, match=r"BrokenOptionsPlugin.*no options"):
+        await runtime.start()
+
+
+def test_options_chromedriver_alone_would_apply_are_refused() -> None:
+    options = chromium_options(Settings(), Path("/profile"))
+    options.add_experimental_option("prefs", {"intl.accept_languages": "fr"})
+
+    with pytest.raises(LaunchError, match="experimental options would be ignored"):
+        command_line(options)
 
 
 # Results
@@ -396,6 +630,77 @@ async def test_storage_and_cookies_do_not_carry_over_between_runs(
     assert second.result == empty
 
 
+@pytest.mark.parametrize(
+    "second_path",
+    ["/app-a/isolation.html", "/app-b/isolation.html"],
+    ids=["same-screen", "another-apps-screen"],
+)
+async def test_nothing_a_run_stores_reaches_the_next_run_on_the_same_browser(
+    runtime: ChromeRuntime, counting_server: CountingServer, second_path: str
+) -> None:
+    page = render_screen(f"<!doctype html><body><script>{ISOLATION_SCREEN}</script>")
+    for path in ("/app-a/isolation.html", "/app-b/isolation.html"):
+        counting_server.serve(path, page)
+    counting_server.serve("/sw.js", "self.skipWaiting();", "text/javascript")
+    browsers = browser_folders(runtime)
+
+    first = await run(
+        runtime, f"{counting_server.origin}/app-a/isolation.html", {"write": True}
+    )
+    second = await run(runtime, counting_server.origin + second_path, {"write": False})
+
+    assert first.result == WRITTEN_STATE, first.error
+    assert second.result == EMPTY_STATE, second.error
+    # The first run got /cached.js from the server, then from its HTTP cache;
+    # the second run had to ask the server again.
+    assert counting_server.counts["/cached.js"] == 2
+    assert browser_folders(runtime) == browsers
+
+
+# Only JavaScript is fetched
+
+
+async def test_screen_fetches_its_scripts_but_no_styles_images_or_fonts(
+    runtime: ChromeRuntime, counting_server: CountingServer
+) -> None:
+    html = (SCREENS_DIR / "assets.html").read_text(encoding="utf-8")
+    counting_server.serve(
+        "/helper.js", "window.helperLoaded = true;", "text/javascript"
+    )
+    url = counting_server.serve(
+        "/assets.html",
+        render_screen(html.replace("ASSET_ORIGIN", counting_server.origin)),
+    )
+
+    outcome = await run(runtime, url)
+    await asyncio.sleep(0.5)  # for requests made late, such as late.png
+
+    assert outcome.result == {"helperLoaded": True}
+    assert counting_server.counts == {"/assets.html": 1, "/helper.js": 1}
+
+
+async def test_no_media_favicon_or_css_request_leaves_but_fetch_and_workers_do(
+    runtime: ChromeRuntime, counting_server: CountingServer
+) -> None:
+    counting_server.serve(
+        "/helper.js", "window.helperLoaded = true;", "text/javascript"
+    )
+    counting_server.serve("/data.json", '{"n": 1}', "application/json")
+    counting_server.serve("/worker.js", "postMessage('ready');", "text/javascript")
+    url = counting_server.serve("/all-assets.html", render_screen(ALL_ASSETS_SCREEN))
+
+    outcome = await run(runtime, url)
+    await asyncio.sleep(0.5)
+
+    assert outcome.result == {"helperLoaded": True, "data": {"n": 1}, "worker": "ready"}
+    assert counting_server.counts == {
+        "/all-assets.html": 1,
+        "/helper.js": 1,
+        "/data.json": 1,
+        "/worker.js": 1,
+    }
+
+
 # Time limit
 
 
@@ -480,7 +785,7 @@ async def test_crashed_browser_fails_the_run_and_is_replaced(
 
 
 async def test_two_browsers_run_two_screens_at_once(screens: str) -> None:
-    runtime = ChromeRuntime(Settings(browsers=2), extra_arguments=LOOPBACK_ONLY)
+    runtime = ChromeRuntime(chrome_settings(browsers=2), extra_arguments=LOOPBACK_ONLY)
     await runtime.start()
     try:
         started = time.monotonic()
@@ -497,7 +802,7 @@ async def test_two_browsers_run_two_screens_at_once(screens: str) -> None:
 
 
 async def test_stop_leaves_no_browser_process_or_folder(screens: str) -> None:
-    runtime = ChromeRuntime(Settings(browsers=2), extra_arguments=LOOPBACK_ONLY)
+    runtime = ChromeRuntime(chrome_settings(browsers=2), extra_arguments=LOOPBACK_ONLY)
     await runtime.start()
     assert runtime.folder is not None
     folder = runtime.folder
@@ -507,6 +812,33 @@ async def test_stop_leaves_no_browser_process_or_folder(screens: str) -> None:
     await runtime.stop()
 
     assert processes_mentioning(folder) == []
+    assert not folder.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_many_busy_loops_in_a_row_leave_no_process_or_folder(
+    screens: str,
+) -> None:
+    drivers_before = children_named("chromedriver")
+    runtime = ChromeRuntime(chrome_settings(browsers=1), extra_arguments=LOOPBACK_ONLY)
+    await runtime.start()
+    assert runtime.folder is not None
+    folder = runtime.folder
+
+    try:
+        outcomes = [
+            await run(runtime, f"{screens}/busy-loop.html", seconds=1.0)
+            for _ in range(STRESS_TIMEOUTS)
+        ]
+        after = await run(runtime, f"{screens}/hello.html", seconds=30)
+    finally:
+        await runtime.stop()
+
+    assert {error_type(outcome) for outcome in outcomes} == {TIMEOUT_ERROR}
+    assert after.result == {"a": 1, "b": 2}
+    assert processes_mentioning(folder) == []
+    assert children_named("chromedriver") <= drivers_before
     assert not folder.exists()
 
 

@@ -7,6 +7,7 @@ does; the screens are the shared samples.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -208,3 +209,27 @@ async def test_a_screen_whose_script_fails_says_why_it_has_no_handler(
 
     assert error["extensions"]["errorType"] == "HandlerNotRegistered"
     assert "SyntaxError" in error["message"]
+
+
+async def test_a_failed_run_keeps_a_failure_bundle_for_its_app_only(
+    client: Client, chrome_service: Service
+) -> None:
+    await new_task(client, screen("throws.html"), name="bundle")
+    error = await client.error(
+        RUN_WITH_RESULT, name="bundle", payload={"Email": "someone@example.com"}
+    )
+    run_id = error["extensions"]["runId"]
+    query = """
+    query($run: String!) {
+      failureBundle(runId: $run) { runId screenshot html console }
+    }
+    """
+
+    bundle = (await client.data(query, run=run_id))["failureBundle"]
+    stranger = await new_app(chrome_service.url)
+    refused = await stranger.error(query, run=run_id)
+
+    assert bundle["runId"] == run_id
+    assert base64.b64decode(bundle["screenshot"]).startswith(b"\x89PNG")
+    assert "mailer.sendEmail" in bundle["html"]
+    assert refused["extensions"]["code"] == "NOT_FOUND"

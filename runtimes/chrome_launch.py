@@ -1,0 +1,158 @@
+"""Starting Chromium for the `chrome` runtime, and attaching chromedriver to it.
+
+The runtime starts Chromium itself, on a first page of `about:blank`, and
+chromedriver only attaches: the standalone headless shell
+(`chromium-headless-shell`, far cheaper per run than the full browser) opens no
+page by itself, and chromedriver would drop a first page given to it. Both the
+shell and the full browser are started the same way.
+
+Plugins still get Selenium `ChromeOptions` to change (`apptasks_browser_options`),
+from which the command line is built: the binary and the arguments. What
+chromedriver alone would have applied (extensions, preferences, a proxy
+capability) is refused rather than lost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from selenium import webdriver
+
+from apptasks.settings import Settings
+
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--blink-settings=imagesEnabled=false",
+    # Chromium lowers the priority of renderers it deems in the background,
+    # which in headless mode can be the only tab: on a busy machine its first
+    # navigation then stalls until WebDriver gives up.
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    # NetworkTimeServiceQuerying: otherwise Chromium asks clients2.google.com for
+    # the time at start-up. BackForwardCache: otherwise a screen left behind
+    # stays alive in memory. Chromium reads only the last --disable-features
+    # switch, so every feature goes in this one.
+    "--disable-features=NetworkTimeServiceQuerying,BackForwardCache",
+)
+# What chromedriver adds when it starts Chromium itself, and a run depends on.
+AUTOMATION_FLAGS = (
+    "--enable-automation",
+    "--disable-hang-monitor",
+    "--password-store=basic",
+    "--use-mock-keychain",
+    # Chromium picks a free port and writes it to the profile; it listens on
+    # 127.0.0.1 only.
+    "--remote-debugging-port=0",
+)
+# Without a first page, Debian's Chromium opens the new-tab page, which it fills
+# from start.duckduckgo.com, and the headless shell opens none.
+FIRST_PAGE = "about:blank"
+
+# Seconds between looks for the DevTools port of a starting Chromium.
+PORT_POLL = 0.02
+
+
+class LaunchError(Exception):
+    """Chromium could not be started as asked."""
+
+
+def chromium_options(
+    settings: Settings,
+    profile: Path,
+    extra_arguments: Sequence[str] = (),
+    hooks: Any = None,
+) -> webdriver.ChromeOptions:
+    """The options Chromium is started from, after plugins have changed them."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = settings.chrome_binary
+    for flag in (*CHROME_FLAGS, *extra_arguments):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    if hooks is not None:
+        apply_plugins(hooks, options, settings)
+    return options
+
+
+def apply_plugins(
+    hooks: Any, options: webdriver.ChromeOptions, settings: Settings
+) -> None:
+    """Call every `apptasks_browser_options` implementation; name one that fails."""
+    offered = {"browser": "chrome", "options": options, "settings": settings}
+    # One implementation at a time, in the order pluggy would call them.
+    for implementation in reversed(hooks.apptasks_browser_options.get_hookimpls()):
+        wanted = {
+            name: value
+            for name, value in offered.items()
+            if name in implementation.argnames
+        }
+        try:
+            implementation.function(**wanted)
+        except Exception as exc:
+            raise LaunchError(
+                f"plugin {implementation.plugin_name!r}, hook "
+                f"apptasks_browser_options: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def command_line(options: webdriver.ChromeOptions) -> list[str]:
+    """Chromium's command line: binary, arguments, automation flags, first page."""
+    ignored = [
+        name
+        for name, value in (
+            ("extensions", options.extensions),
+            ("experimental options", options.experimental_options),
+            ("a proxy capability", options.proxy),
+        )
+        if value
+    ]
+    if ignored:
+        raise LaunchError(
+            f"the chrome runtime starts Chromium from the options' binary and "
+            f"arguments only, so {' and '.join(ignored)} would be ignored: give "
+            "them as arguments instead (--load-extension=..., --proxy-server=...)"
+        )
+    return [options.binary_location, *options.arguments, *AUTOMATION_FLAGS, FIRST_PAGE]
+
+
+def wait_for_devtools_port(
+    process: subprocess.Popen[bytes], profile: Path, timeout: float
+) -> int:
+    """Blocking: the DevTools port a starting Chromium writes to its profile."""
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise LaunchError(
+                f"Chromium exited while starting (status {process.returncode})"
+            )
+        try:
+            lines = port_file.read_text().split()
+        except FileNotFoundError:
+            lines = []
+        if len(lines) >= 2:
+            return int(lines[0])
+        if time.monotonic() > deadline:
+            raise LaunchError(f"Chromium opened no DevTools port within {timeout:.0f}s")
+        time.sleep(PORT_POLL)
+
+
+def attach_options(port: int) -> webdriver.ChromeOptions:
+    """Options with which chromedriver attaches to the Chromium on `port`."""
+    options = webdriver.ChromeOptions()
+    options.debugger_address = f"127.0.0.1:{port}"
+    # Nobody can answer alert() in a task; dismissing keeps the browser usable.
+    options.unhandled_prompt_behavior = "dismiss"
+    return options

