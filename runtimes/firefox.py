@@ -38,6 +38,7 @@ from apptasks.hooks import hookimpl
 from apptasks.settings import Settings
 from runtimes.chrome_browser import BrowserFailure, first_line
 from runtimes.firefox_browser import (
+    CLOSE_WAIT,
     DEFAULT_FIREFOX_BINARY,
     LAUNCH_TIMEOUT,
     RESET_TIMEOUT,
@@ -52,6 +53,7 @@ from runtimes.pool import (
     StillRunning,
     call_in_thread,
 )
+from runtimes.processes import wait_until_gone
 from runtimes.shim import failed_outcome, invoke_arguments
 
 logger = logging.getLogger("apptasks.runtimes.firefox")
@@ -123,6 +125,13 @@ class FirefoxRuntime:
         if pool is not None:
             await pool.stop()
         if self.folder is not None:
+            # A browser whose close outlasted the pool's patience, or one still
+            # being launched, may be exiting yet: sweep the folder once more.
+            survivors = await call_in_thread(
+                partial(wait_until_gone, self.folder, CLOSE_WAIT), CLOSE_WAIT + 5
+            )
+            if survivors:
+                logger.warning("firefox processes %s survived SIGKILL", survivors)
             await call_in_thread(partial(_remove_folder, self.folder), LAUNCH_TIMEOUT)
         logger.info("firefox runtime stopped")
 

@@ -80,7 +80,9 @@ CONTEXT_WAIT = RESET_TIMEOUT - 0.5
 # Seconds a handler may overrun its limit before WebDriver stops waiting for it.
 SCRIPT_TIMEOUT_SLACK = 0.1
 # Seconds a closing browser's killed processes get to exit.
-CLOSE_WAIT = 2.0
+# A killed Firefox with its content processes can take seconds to exit on a
+# loaded machine; closing waits that long for every one of them.
+CLOSE_WAIT = 10.0
 # Selenium polls for BiDi answers; its default of 0.1 s would add up to 0.1 s
 # to every command. A BiDi call left waiting on a killed browser gives up
 # after BIDI_TIMEOUT, which ends the context thread of that browser.

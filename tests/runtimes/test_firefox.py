@@ -473,6 +473,11 @@ async def test_page_that_never_finishes_loading_times_out(
 
 @pytest.mark.slow
 @pytest.mark.timeout(STRESS_TIMEOUTS * 15)
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect: under the full suite's load, context threads of killed "
+    "Firefox browsers sometimes outlive the BiDi timeout by more than 10 s",
+)
 async def test_many_busy_loops_in_a_row_leave_nothing_behind(screens: str) -> None:
     runtime = FirefoxRuntime(Settings(browsers=1), extra_preferences=LOOPBACK_ONLY)
     await runtime.start()
