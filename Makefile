@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := redis-server chromium chromium-driver firefox-esr
+DEBIAN_PACKAGES := redis-server chromium chromium-headless-shell chromium-driver firefox-esr
 
 .PHONY: run test lint system-deps venv clean
 

@@ -59,7 +59,10 @@ class Settings:
     stub_table: str = _setting(
         "", "JSON file of canned outcomes by task name, for the stub runtime."
     )
-    chrome_binary: str = _setting("/usr/bin/chromium", "Chromium executable.")
+    chrome_binary: str = _setting(
+        "/usr/bin/chromium-headless-shell",
+        "Chromium executable: the headless shell, or /usr/bin/chromium.",
+    )
     chromedriver: str = _setting("/usr/bin/chromedriver", "ChromeDriver executable.")
     chrome_arguments: str = _setting(
         "--host-resolver-rules='"

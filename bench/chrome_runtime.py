@@ -12,8 +12,8 @@ ways, each after a warm-up:
   (`/usr/bin/chromium`) with a new profile; load the screen, call its handler,
   quit.
 
-The runtime uses the Chromium that `APPTASKS_CHROME_BINARY` names, the full
-browser by default; `/usr/bin/chromium-headless-shell` is far cheaper per run.
+The runtime uses the Chromium that `APPTASKS_CHROME_BINARY` names, the headless
+shell by default; `/usr/bin/chromium` (the full browser) costs far more per run.
 Prints the median and p99 of each and the ratio of the medians (naive over
 back to back). Chromium may resolve no host name but 127.0.0.1.
 
