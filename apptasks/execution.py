@@ -70,13 +70,18 @@ class FailureBundle:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """A runtime's answer: a JSON result or an error, and the screen's console."""
+    """A runtime's answer: a JSON result or an error, and the screen's console.
+
+    `browser_ms` is the time the run held its browser: from the lease to the
+    answer, without any wait for a free browser.
+    """
 
     result: JSON = None
     error: RunError | None = None
     console: list[str] = field(default_factory=list)
     browser: str = ""
     browser_version: str = ""
+    browser_ms: int | None = None
     bundle: FailureBundle | None = None
 
     @property

@@ -32,6 +32,7 @@ async def record_run(order: RunOrder, outcome: RunOutcome, duration_ms: int) -> 
         "runId": order.run_id,
         "browser": outcome.browser,
         "browserVersion": outcome.browser_version,
+        "browserTime": outcome.browser_ms,
         "console": outcome.console,
     }
     if order.mode == SCHEDULED:
