@@ -139,3 +139,63 @@ class FailureBundle(Model):
 
     class Meta:
         table = "failure_bundles"
+
+
+class Run(Model):
+    """One run of a task, from the moment it is accepted to its end.
+
+    The database is the source of truth on runs: Redis only carries the work.
+    `order` keeps what a worker needs to start the run (payload included) and
+    is cleared when the run ends. A running run holds a lease: past
+    `lease_until` with no end, its worker is taken as lost.
+    """
+
+    id = fields.CharField(max_length=32, primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="runs", on_delete=fields.CASCADE
+    )
+    task_id = fields.IntField(db_index=True)
+    task_name = fields.CharField(max_length=64)
+    mode = fields.CharField(max_length=16)
+    status = fields.CharField(max_length=16, db_index=True)
+    environment = fields.CharField(max_length=16)
+    page_version = fields.IntField(null=True)
+    fire_at = fields.DatetimeField(null=True)
+    order: Any = fields.JSONField(null=True)
+    worker = fields.CharField(max_length=100, null=True)
+    lease_until = fields.DatetimeField(null=True, db_index=True)
+    log_id = fields.BigIntField(null=True)
+    error_type = fields.CharField(max_length=100, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    app_id: int
+
+    class Meta:
+        table = "runs"
+
+
+class Fire(Model):
+    """The ledger of a schedule: one row per expected fire and what came of it.
+
+    The unique key on (task, fire time) is what makes a fire run at most once,
+    whatever the number of workers and schedulers.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    app: fields.ForeignKeyRelation[App] = fields.ForeignKeyField(
+        "models.App", related_name="fires", on_delete=fields.CASCADE
+    )
+    task_id = fields.IntField()
+    fire_at = fields.DatetimeField()
+    outcome = fields.CharField(max_length=16)
+    reason = fields.CharField(max_length=200, null=True)
+    run_id = fields.CharField(max_length=32, null=True)
+    recorded_at = fields.DatetimeField(auto_now_add=True)
+
+    app_id: int
+
+    class Meta:
+        table = "fires"
+        unique_together = (("task_id", "fire_at"),)
