@@ -1,0 +1,189 @@
+"""Runs as database records: accepted, started, ended, each step a compare-and-set.
+
+A run's record exists from the moment the run is accepted, before anything is
+queued, and every change of status is an update guarded by the status it
+expects. Whoever wins that update owns the next step, so a run ends once, with
+exactly one log entry, whatever races between a worker finishing it, a worker
+being declared lost, and a caller cancelling it.
+
+Statuses: `queued` -> `running` -> `completed` | `failed` | `timed_out`, and
+`cancelled` from either of the first two. A worker that takes a run holds a
+lease until the run's limit plus `LEASE_MARGIN`; a run still `running` past its
+lease belongs to a worker that died, and ends `failed` with `WorkerLost`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from apptasks.errors import BadInput, NotFound
+from apptasks.execution import RunError, RunOutcome
+from apptasks.logs import record_run
+from apptasks.models import Run, TaskLog
+from apptasks.runs import RunOrder
+
+logger = logging.getLogger("apptasks.records")
+
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, TIMED_OUT, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+
+WORKER_LOST = "WorkerLost"
+CANCELLED_ERROR = "Cancelled"
+# Seconds past a run's own limit before its worker is taken as lost: room for
+# killing a stuck browser and writing the outcome.
+LEASE_MARGIN = 5.0
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 200
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def accept(order: RunOrder, *, status: str = QUEUED) -> Run:
+    """Record a run the service has taken on, before any work is queued for it."""
+    return await Run.create(
+        id=order.run_id,
+        app_id=order.app_id,
+        task_id=order.task_id,
+        task_name=order.task_name,
+        mode=order.mode,
+        status=status,
+        environment=order.environment,
+        page_version=order.page_version,
+        fire_at=datetime.fromisoformat(order.fire_at) if order.fire_at else None,
+        order=order.to_message(),
+    )
+
+
+async def start(run_id: str, worker: str, timeout: float) -> RunOrder | None:
+    """Take a queued run for this worker; None if it is not queued any more."""
+    started = now()
+    taken = await Run.filter(id=run_id, status=QUEUED).update(
+        status=RUNNING,
+        worker=worker,
+        started_at=started,
+        lease_until=started + timedelta(seconds=timeout + LEASE_MARGIN),
+    )
+    if not taken:
+        return None
+    run = await Run.get(id=run_id)
+    return RunOrder.from_message(run.order)
+
+
+async def finish(
+    order: RunOrder, outcome: RunOutcome, duration_ms: int
+) -> TaskLog | None:
+    """End a running run with its outcome and log entry.
+
+    None when the run had already ended meanwhile (cancelled, or declared lost
+    by another worker): its one log entry was written then, and this outcome
+    is dropped.
+    """
+    async with in_transaction():
+        ended = await Run.filter(id=order.run_id, status=RUNNING).update(
+            status=final_status(outcome),
+            finished_at=now(),
+            lease_until=None,
+            order=None,
+            error_type=outcome.error.error_type if outcome.error else None,
+        )
+        if not ended:
+            return None
+        entry = await record_run(order, outcome, duration_ms)
+        await Run.filter(id=order.run_id).update(log_id=entry.id)
+    return entry
+
+
+async def end_without_running(
+    run: Run, expected: Sequence[str], status: str, error: RunError
+) -> TaskLog | None:
+    """End a run that will not finish normally, with a failed log entry.
+
+    For a run cancelled by its caller, or whose worker was lost: the update is
+    guarded by `expected`, so only one of these can win, and only once.
+    """
+    order = RunOrder.from_message(run.order) if run.order else None
+    async with in_transaction():
+        ended = await Run.filter(id=run.id, status__in=list(expected)).update(
+            status=status,
+            finished_at=now(),
+            lease_until=None,
+            order=None,
+            error_type=error.error_type,
+        )
+        if not ended or order is None:
+            return None
+        duration = _elapsed_ms(run)
+        entry = await record_run(order, RunOutcome(error=error), duration)
+        await Run.filter(id=run.id).update(log_id=entry.id)
+    return entry
+
+
+async def lost_runs(moment: datetime, limit: int = 100) -> list[Run]:
+    """Running runs whose lease ran out: their worker died or hung."""
+    return await Run.filter(status=RUNNING, lease_until__lt=moment).limit(limit)
+
+
+async def find_run(app_id: int, run_id: str) -> Run:
+    run = await Run.get_or_none(id=run_id, app_id=app_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r}: no such run in this app")
+    return run
+
+
+async def list_runs(
+    app_id: int,
+    task_id: int | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> list[Run]:
+    """The app's runs, newest first, optionally of one task or one status."""
+    limit = DEFAULT_LIMIT if limit is None else limit
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
+    if status is not None and status not in STATUSES:
+        raise BadInput(
+            f"status {status!r}: not a run status; use one of "
+            + ", ".join(repr(known) for known in STATUSES)
+        )
+    query = Run.filter(app_id=app_id)
+    if task_id is not None:
+        query = query.filter(task_id=task_id)
+    if status is not None:
+        query = query.filter(status=status)
+    return await query.order_by("-created_at", "-id").limit(limit)
+
+
+def final_status(outcome: RunOutcome) -> str:
+    if outcome.ok:
+        return COMPLETED
+    return TIMED_OUT if outcome.timed_out else FAILED
+
+
+def run_message(run: Run) -> dict[str, Any]:
+    """A run's status as announced to `runUpdates` subscribers."""
+    return {
+        "runId": run.id,
+        "taskId": run.task_id,
+        "status": run.status,
+        "logId": run.log_id,
+        "errorType": run.error_type,
+    }
+
+
+def _elapsed_ms(run: Run) -> int:
+    if run.started_at is None:
+        return 0
+    return round((now() - run.started_at).total_seconds() * 1000)
