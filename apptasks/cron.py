@@ -1,30 +1,61 @@
-"""Cron frequencies and time zones: validation and the next fire time.
+"""Cron frequencies and time zones: validation, the next fire and a preview.
 
-A frequency is a 5-field cron expression (minute hour day-of-month month
-day-of-week, Sunday 0 or 7); a time zone is an offset such as `+00`, `+0530`,
-`-08:00`, or an IANA name such as `Europe/London`, which follows DST.
+A frequency is an ISC (Vixie) cron expression: five fields (minute hour
+day-of-month month day-of-week), with `L`, `nL`, `n#k` and the `@daily`-style
+macros; `apptasks.cron_expression` gives the grammar and how day of month and
+day of week combine. A time zone is an offset such as `+00`, `+0530` or
+`-08:00`, which never shifts, or an IANA name such as `Europe/London`, which
+follows DST.
 
-Known shortcoming: fire times are croniter's, which differ from ISC cron across
-DST changes and when day-of-month and day-of-week are both restricted; error
-messages for a malformed field are croniter's own and do not always name the
-field.
+Fire times follow ISC cron across a clock change. A fixed-time job (neither
+minute nor hour starts with `*`) whose time is skipped when clocks go forward
+runs once, at the first valid time after the change; when clocks go back it
+runs once, in the first pass of the repeated times. A job with `*` in its
+minute or hour skips the times that do not exist and runs in both passes of
+the repeated ones, so it keeps one run per real interval. The same rules apply
+to a zone's other offset changes, however large.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
-
+from apptasks.cron_expression import CronExpression, parse_expression
 from apptasks.errors import BadInput
 
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>[0-9]{2})(?::?(?P<minutes>[0-9]{2}))?")
 _UTC_NAMES = {"z", "utc", "gmt"}
 MAX_OFFSET = timedelta(hours=14)
 MAX_FREQUENCY_LENGTH = 200
-FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+MAX_UPCOMING = 100
+# The longest a valid expression can wait between fires is decades (a 29th of
+# February that is a Sunday); past this many years, a zone skips every time.
+SEARCH_YEARS = 400
+
+
+class DstChange(StrEnum):
+    """How a clock change altered a fire."""
+
+    MOVED = "moved"
+    """Its time was skipped (clocks went forward); it runs just after the gap."""
+    DOUBLED = "doubled"
+    """Its time happens twice (clocks went back); it runs in both passes."""
+    FIRST_PASS_ONLY = "first_pass_only"
+    """Its time happens twice (clocks went back); it runs in the first only."""
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire: the instant, the wall time in the zone, and any DST change."""
+
+    at_utc: datetime
+    local: datetime
+    dst_note: str | None = None
+    dst_change: DstChange | None = None
 
 
 def parse_timezone(value: str) -> tzinfo:
@@ -60,26 +91,139 @@ def validate_frequency(expr: str) -> str:
             f"frequency: {len(normalised)} characters is more than the limit of "
             f"{MAX_FREQUENCY_LENGTH}"
         )
-    parts = normalised.split(" ")
-    if len(parts) != len(FIELD_NAMES):
-        raise BadInput(
-            f"frequency {expr!r}: expected 5 fields (minute hour day-of-month "
-            f"month day-of-week), got {len(parts)}"
-        )
-    try:
-        schedule = croniter(normalised, datetime(2000, 1, 1, tzinfo=UTC))
-    except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise BadInput(f"frequency {expr!r}: {exc}") from None
 
-    try:
-        schedule.get_next(datetime)
-    except CroniterBadDateError:
-        raise BadInput(f"frequency {expr!r}: it can never fire") from None
-    return normalised
+    expression = parse_expression(normalised)
+    if not expression.can_fire():
+        raise BadInput(
+            f"frequency {expr!r}: it can never fire, no date matches its day of "
+            "month, month and day of week"
+        )
+    return normalised.lower() if normalised.startswith("@") else normalised
 
 
 def next_fire_after(expr: str, tz: tzinfo, instant: datetime) -> datetime:
     """The first fire strictly after `instant`, computed in `tz`, returned in UTC."""
-    local = instant.astimezone(tz)
-    fire: datetime = croniter(expr, local).get_next(datetime)
-    return fire.astimezone(UTC)
+    return _next_fire(expr, parse_expression(expr), tz, instant).at_utc
+
+
+def upcoming_fires(expr: str, tz: tzinfo, after: datetime, count: int) -> list[Fire]:
+    """The next `count` fires strictly after `after`, each with its DST change."""
+    if not 0 <= count <= MAX_UPCOMING:
+        raise BadInput(f"count {count}: ask for 0 to {MAX_UPCOMING} fires")
+    expression = parse_expression(expr)
+
+    fires: list[Fire] = []
+    instant = after
+    for _ in range(count):
+        fire = _next_fire(expr, expression, tz, instant)
+        fires.append(fire)
+        instant = fire.at_utc
+    return fires
+
+
+def _next_fire(
+    expr: str, expression: CronExpression, tz: tzinfo, instant: datetime
+) -> Fire:
+    """The first fire after `instant`: walk the matching wall times in order.
+
+    A wall time's fires are never earlier than its first instant, and first
+    instants never go down as wall times go up; so the walk stops at the first
+    wall time whose first instant is no earlier than the best fire so far. A
+    second pass of a repeated time is the one fire that can come after a later
+    wall time's, hence the walk starting early enough to see it.
+    """
+    instant = instant.astimezone(UTC)
+    start = _earliest_wall_time(tz, instant)
+
+    best: Fire | None = None
+    for wall in expression.matches_from(start, start.year + SEARCH_YEARS):
+        first_instant, fires = _fires_at(expression, tz, wall)
+        for fire in fires:
+            if fire.at_utc > instant and (best is None or fire.at_utc < best.at_utc):
+                best = fire
+        if best is not None and first_instant >= best.at_utc:
+            return best
+
+    raise BadInput(
+        f"frequency {expr!r}: it never fires in time zone {tz}, whose clock "
+        "changes skip every time it names; use a time outside the skipped hours"
+    )
+
+
+def _earliest_wall_time(tz: tzinfo, instant: datetime) -> datetime:
+    """The earliest wall time that can still fire after `instant`.
+
+    That is the wall time now, unless clocks go back within a day: then the
+    repeated times before it come again, in their second pass.
+    """
+    now = instant.astimezone(tz).utcoffset() or timedelta(0)
+    soon = (instant + timedelta(days=1)).astimezone(tz).utcoffset() or timedelta(0)
+    wall = instant.replace(tzinfo=None) + min(now, soon)
+    return wall.replace(second=0, microsecond=0)
+
+
+def _fires_at(
+    expression: CronExpression, tz: tzinfo, wall: datetime
+) -> tuple[datetime, list[Fire]]:
+    """The fires for one matching wall time, and the first instant it maps to.
+
+    zoneinfo resolves a wall time twice (PEP 495 `fold`): the same instant for
+    an ordinary time, two instants in order for a repeated one, and two in
+    reverse order for one that a forward change skips.
+    """
+    early = wall.replace(tzinfo=tz)
+    late = wall.replace(tzinfo=tz, fold=1)
+    first, second = early.astimezone(UTC), late.astimezone(UTC)
+    if first == second:
+        return first, [Fire(first, early)]
+
+    if first < second:
+        return first, _repeated(expression, early, late)
+    if not expression.fixed_time:
+        return second, []
+    moved = _moved(tz, early, late)
+    return moved.at_utc, [moved]
+
+
+def _repeated(
+    expression: CronExpression, early: datetime, late: datetime
+) -> list[Fire]:
+    """A time that happens twice: once for a fixed-time job, twice otherwise."""
+    first, second = early.astimezone(UTC), late.astimezone(UTC)
+    repeated = (
+        f"{early:%H:%M} happens twice on {early:%Y-%m-%d} "
+        f"({early:%Z}, then {late:%Z}) as clocks go back"
+    )
+    if expression.fixed_time:
+        note = f"{repeated}; runs in the first pass only"
+        return [Fire(first, early, note, DstChange.FIRST_PASS_ONLY)]
+
+    doubled = DstChange.DOUBLED
+    return [
+        Fire(first, early, f"{repeated}; runs in both, this is the first", doubled),
+        Fire(second, late, f"{repeated}; runs in both, this is the second", doubled),
+    ]
+
+
+def _moved(tz: tzinfo, early: datetime, late: datetime) -> Fire:
+    """A fixed time that clocks skip: it runs at the first time after the gap."""
+    at_utc = _end_of_gap(tz, late.astimezone(UTC), early.astimezone(UTC))
+    local = at_utc.astimezone(tz)
+    note = (
+        f"{early:%H:%M} does not exist on {early:%Y-%m-%d} as clocks go forward; "
+        f"runs at {local:%H:%M %Z} instead"
+    )
+    return Fire(at_utc, local, note, DstChange.MOVED)
+
+
+def _end_of_gap(tz: tzinfo, before: datetime, after: datetime) -> datetime:
+    """The instant clocks go forward, between one before it and one after it."""
+    old_offset = before.astimezone(tz).utcoffset()
+    low, high = int(before.timestamp()), int(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, tz).utcoffset() == old_offset:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC)
