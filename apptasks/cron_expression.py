@@ -51,6 +51,8 @@ WEEKDAY_NAMES = {name: number for number, name in enumerate(_WEEKDAYS.split())}
 # matches no day ever.
 _REFERENCE_YEARS = range(2001, 2029)
 _DIGITS = re.compile(r"[0-9]+")
+# `5L` (the last Friday) or `1#2` (the second Monday), names allowed.
+_LAST_OR_NTH = re.compile(r"(?P<weekday>[0-9A-Za-z]+?)(?:[Ll]|#(?P<nth>[0-9]*))")
 _ONE_MINUTE = timedelta(minutes=1)
 # Bits d, d+7, d+14, ... (days of one weekday in a month), by the first day d.
 _SAME_WEEKDAY = [sum(1 << day for day in range(first, 32, 7)) for first in range(8)]
@@ -236,6 +238,10 @@ def _parse_days(text: str) -> tuple[set[int], bool]:
     for item in _items(text, _DAY):
         if item in ("L", "l"):
             last_day = True
+        elif "L" in item.upper():
+            raise _FieldError(
+                f"day of month: 'L' (the last day) stands alone, got {item!r}"
+            )
         else:
             days.update(_parse_item(item, _DAY))
     return days, last_day
@@ -254,17 +260,26 @@ def _parse_weekdays(
                 "day of week: 'L' needs a weekday before it, like 5L for the "
                 "last Friday of the month"
             )
-        if item.endswith(("L", "l")):
-            last.add(_value(item[:-1], _WEEKDAY) % 7)
-        elif "#" in item:
-            weekday, _, nth_text = item.partition("#")
-            if not _DIGITS.fullmatch(nth_text) or not 1 <= int(nth_text) <= 5:
-                raise _FieldError(
-                    f"day of week: the week in {item!r} must be #1-#5, got #{nth_text}"
-                )
-            nth.add((_value(weekday, _WEEKDAY) % 7, int(nth_text)))
-        else:
+        special = _LAST_OR_NTH.fullmatch(item)
+        if special is None and ("#" in item or item.endswith(("L", "l"))):
+            raise _FieldError(
+                f"day of week: {item!r} must be one weekday then L or #k, "
+                "like 5L or 1#2"
+            )
+        if special is None:
             weekdays.update(value % 7 for value in _parse_item(item, _WEEKDAY))
+            continue
+
+        weekday = _value(special["weekday"], _WEEKDAY) % 7
+        nth_text = special["nth"]
+        if nth_text is None:
+            last.add(weekday)
+        elif _DIGITS.fullmatch(nth_text) and 1 <= int(nth_text) <= 5:
+            nth.add((weekday, int(nth_text)))
+        else:
+            raise _FieldError(
+                f"day of week: the week in {item!r} must be #1-#5, got #{nth_text}"
+            )
     return weekdays, last, nth
 
 
