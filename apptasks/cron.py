@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apptasks.cron_expression import CronExpression, parse_expression
@@ -121,6 +122,15 @@ def upcoming_fires(expr: str, tz: tzinfo, after: datetime, count: int) -> list[F
     return fires
 
 
+class _Candidate(NamedTuple):
+    """A possible fire, and the wall time the expression named for it."""
+
+    at_utc: datetime
+    local: datetime
+    wall: datetime
+    change: DstChange | None
+
+
 def _next_fire(
     expr: str, expression: CronExpression, tz: tzinfo, instant: datetime
 ) -> Fire:
@@ -135,14 +145,16 @@ def _next_fire(
     instant = instant.astimezone(UTC)
     start = _earliest_wall_time(tz, instant)
 
-    best: Fire | None = None
+    best: _Candidate | None = None
     for wall in expression.matches_from(start, start.year + SEARCH_YEARS):
-        first_instant, fires = _fires_at(expression, tz, wall)
-        for fire in fires:
-            if fire.at_utc > instant and (best is None or fire.at_utc < best.at_utc):
-                best = fire
+        first_instant, candidates = _candidates(expression, tz, wall)
+        for candidate in candidates:
+            if candidate.at_utc > instant and (
+                best is None or candidate.at_utc < best.at_utc
+            ):
+                best = candidate
         if best is not None and first_instant >= best.at_utc:
-            return best
+            return _fire(best, tz)
 
     raise BadInput(
         f"frequency {expr!r}: it never fires in time zone {tz}, whose clock "
@@ -151,20 +163,25 @@ def _next_fire(
 
 
 def _earliest_wall_time(tz: tzinfo, instant: datetime) -> datetime:
-    """The earliest wall time that can still fire after `instant`.
+    """The earliest wall time that can still fire after `instant` (a UTC one).
 
-    That is the wall time now, unless clocks go back within a day: then the
-    repeated times before it come again, in their second pass.
+    That is the wall time now, unless clocks go back before the wall time
+    reaches it again: then the repeated times come again, in their second pass.
+    A zone is assumed to change its offset at most once a day.
     """
-    now = instant.astimezone(tz).utcoffset() or timedelta(0)
-    soon = (instant + timedelta(days=1)).astimezone(tz).utcoffset() or timedelta(0)
-    wall = instant.replace(tzinfo=None) + min(now, soon)
-    return wall.replace(second=0, microsecond=0)
+    now = _offset(tz, instant)
+    wall = instant.replace(tzinfo=None, second=0, microsecond=0) + now
+    back = now - _offset(tz, instant + timedelta(days=1))
+    if back <= timedelta(0) or _offset(tz, instant + back) == now:
+        return wall
+
+    change = _first_change(tz, instant, instant + back)
+    return change.replace(tzinfo=None) + _offset(tz, change)
 
 
-def _fires_at(
+def _candidates(
     expression: CronExpression, tz: tzinfo, wall: datetime
-) -> tuple[datetime, list[Fire]]:
+) -> tuple[datetime, list[_Candidate]]:
     """The fires for one matching wall time, and the first instant it maps to.
 
     zoneinfo resolves a wall time twice (PEP 495 `fold`): the same instant for
@@ -175,50 +192,52 @@ def _fires_at(
     late = wall.replace(tzinfo=tz, fold=1)
     first, second = early.astimezone(UTC), late.astimezone(UTC)
     if first == second:
-        return first, [Fire(first, early)]
+        return first, [_Candidate(first, early, wall, None)]
 
+    if first < second and expression.fixed_time:
+        return first, [_Candidate(first, early, wall, DstChange.FIRST_PASS_ONLY)]
     if first < second:
-        return first, _repeated(expression, early, late)
+        return first, [
+            _Candidate(first, early, wall, DstChange.DOUBLED),
+            _Candidate(second, late, wall, DstChange.DOUBLED),
+        ]
+
     if not expression.fixed_time:
         return second, []
-    moved = _moved(tz, early, late)
-    return moved.at_utc, [moved]
+    moved = _first_change(tz, second, first)
+    return moved, [_Candidate(moved, moved.astimezone(tz), wall, DstChange.MOVED)]
 
 
-def _repeated(
-    expression: CronExpression, early: datetime, late: datetime
-) -> list[Fire]:
-    """A time that happens twice: once for a fixed-time job, twice otherwise."""
-    first, second = early.astimezone(UTC), late.astimezone(UTC)
+def _fire(candidate: _Candidate, tz: tzinfo) -> Fire:
+    """The fire, with a note saying how a clock change shaped it."""
+    at_utc, local, wall, change = candidate
+    if change is None:
+        return Fire(at_utc, local)
+    if change is DstChange.MOVED:
+        note = (
+            f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} as clocks go "
+            f"forward; runs at {local:%H:%M %Z} instead"
+        )
+        return Fire(at_utc, local, note, change)
+
+    early, late = wall.replace(tzinfo=tz), wall.replace(tzinfo=tz, fold=1)
     repeated = (
-        f"{early:%H:%M} happens twice on {early:%Y-%m-%d} "
+        f"{wall:%H:%M} happens twice on {wall:%Y-%m-%d} "
         f"({early:%Z}, then {late:%Z}) as clocks go back"
     )
-    if expression.fixed_time:
-        note = f"{repeated}; runs in the first pass only"
-        return [Fire(first, early, note, DstChange.FIRST_PASS_ONLY)]
-
-    doubled = DstChange.DOUBLED
-    return [
-        Fire(first, early, f"{repeated}; runs in both, this is the first", doubled),
-        Fire(second, late, f"{repeated}; runs in both, this is the second", doubled),
-    ]
+    if change is DstChange.FIRST_PASS_ONLY:
+        return Fire(at_utc, local, f"{repeated}; runs in the first pass only", change)
+    which = "second" if local.fold else "first"
+    return Fire(at_utc, local, f"{repeated}; runs in both, this is the {which}", change)
 
 
-def _moved(tz: tzinfo, early: datetime, late: datetime) -> Fire:
-    """A fixed time that clocks skip: it runs at the first time after the gap."""
-    at_utc = _end_of_gap(tz, late.astimezone(UTC), early.astimezone(UTC))
-    local = at_utc.astimezone(tz)
-    note = (
-        f"{early:%H:%M} does not exist on {early:%Y-%m-%d} as clocks go forward; "
-        f"runs at {local:%H:%M %Z} instead"
-    )
-    return Fire(at_utc, local, note, DstChange.MOVED)
+def _offset(tz: tzinfo, instant: datetime) -> timedelta:
+    return instant.astimezone(tz).utcoffset() or timedelta(0)
 
 
-def _end_of_gap(tz: tzinfo, before: datetime, after: datetime) -> datetime:
-    """The instant clocks go forward, between one before it and one after it."""
-    old_offset = before.astimezone(tz).utcoffset()
+def _first_change(tz: tzinfo, before: datetime, after: datetime) -> datetime:
+    """The instant the offset changes, between one before it and one after it."""
+    old_offset = _offset(tz, before)
     low, high = int(before.timestamp()), int(after.timestamp())
     while high - low > 1:
         middle = (low + high) // 2
