@@ -140,10 +140,14 @@ def _next_fire(
     instants never go down as wall times go up; so the walk stops at the first
     wall time whose first instant is no earlier than the best fire so far. A
     second pass of a repeated time is the one fire that can come after a later
-    wall time's, hence the walk starting early enough to see it.
+    wall time's, hence the walk starting early enough to see it. From within a
+    second pass, though, the first passes are over, and the first fire found
+    is the earliest.
     """
     instant = instant.astimezone(UTC)
-    start = _earliest_wall_time(tz, instant)
+    local = instant.astimezone(tz)
+    start = _earliest_wall_time(tz, instant, local)
+    in_second_pass = local.fold == 1
 
     best: _Candidate | None = None
     for wall in expression.matches_from(start, start.year + SEARCH_YEARS):
@@ -153,7 +157,7 @@ def _next_fire(
                 best is None or candidate.at_utc < best.at_utc
             ):
                 best = candidate
-        if best is not None and first_instant >= best.at_utc:
+        if best is not None and (in_second_pass or first_instant >= best.at_utc):
             return _fire(best, tz)
 
     raise BadInput(
@@ -162,15 +166,15 @@ def _next_fire(
     )
 
 
-def _earliest_wall_time(tz: tzinfo, instant: datetime) -> datetime:
-    """The earliest wall time that can still fire after `instant` (a UTC one).
+def _earliest_wall_time(tz: tzinfo, instant: datetime, local: datetime) -> datetime:
+    """The earliest wall time that can still fire after `instant` (UTC, `local`).
 
     That is the wall time now, unless clocks go back before the wall time
     reaches it again: then the repeated times come again, in their second pass.
     A zone is assumed to change its offset at most once a day.
     """
-    now = _offset(tz, instant)
-    wall = instant.replace(tzinfo=None, second=0, microsecond=0) + now
+    now = local.utcoffset() or timedelta(0)
+    wall = local.replace(tzinfo=None, second=0, microsecond=0)
     back = now - _offset(tz, instant + timedelta(days=1))
     if back <= timedelta(0) or _offset(tz, instant + back) == now:
         return wall
