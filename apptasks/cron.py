@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import MAXYEAR, UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,8 +33,9 @@ _UTC_NAMES = {"z", "utc", "gmt"}
 MAX_OFFSET = timedelta(hours=14)
 MAX_FREQUENCY_LENGTH = 200
 MAX_UPCOMING = 100
-# The longest a valid expression can wait between fires is decades (a 29th of
-# February that is a Sunday); past this many years, a zone skips every time.
+# A valid expression waits at most decades between fires (a 29th of February
+# that is a Sunday); finding none in this many years means that the zone's
+# clock changes skip every time it names.
 SEARCH_YEARS = 400
 
 
@@ -144,13 +145,16 @@ def _next_fire(
     second pass, though, the first passes are over, and the first fire found
     is the earliest.
     """
+    if instant.tzinfo is None:
+        raise ValueError(f"instant {instant.isoformat()} has no time zone")
     instant = instant.astimezone(UTC)
     local = instant.astimezone(tz)
     start = _earliest_wall_time(tz, instant, local)
     in_second_pass = local.fold == 1
 
     best: _Candidate | None = None
-    for wall in expression.matches_from(start, start.year + SEARCH_YEARS):
+    last_year = min(start.year + SEARCH_YEARS, MAXYEAR - 1)
+    for wall in expression.matches_from(start, last_year):
         first_instant, candidates = _candidates(expression, tz, wall)
         for candidate in candidates:
             if candidate.at_utc > instant and (

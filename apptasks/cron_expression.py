@@ -133,9 +133,11 @@ class CronExpression:
         )
 
     def next_match(self, start: datetime, last_year: int) -> datetime | None:
-        """The first matching wall-clock minute at or after `start` (naive), if
-        there is one before the end of `last_year`; field by field, never minute
-        by minute."""
+        """The first matching wall-clock minute at or after `start`, if any.
+
+        `start` is naive; the search ends with `last_year`. It goes month by
+        month and day by day through the allowed values, never minute by minute.
+        """
         year, month, day = start.year, start.month, start.day
         hour, minute = start.hour, start.minute
         while year <= last_year:
