@@ -67,14 +67,14 @@ async def accept(order: RunOrder, *, status: str = QUEUED) -> Run:
     )
 
 
-async def start(run_id: str, worker: str, timeout: float) -> RunOrder | None:
+async def start(run_id: str, worker: str, limit: float) -> RunOrder | None:
     """Take a queued run for this worker; None if it is not queued any more."""
     started = now()
     taken = await Run.filter(id=run_id, status=QUEUED).update(
         status=RUNNING,
         worker=worker,
         started_at=started,
-        lease_until=started + timedelta(seconds=timeout + LEASE_MARGIN),
+        lease_until=started + timedelta(seconds=limit + LEASE_MARGIN),
     )
     if not taken:
         return None

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
+from apptasks import records
 from apptasks.broker import (
     app_log_channel,
     issue_render_link,
@@ -23,8 +26,8 @@ from apptasks.broker import (
     run_channel,
 )
 from apptasks.execution import RUNTIME_ERROR, RunError, RunOutcome, RunRequest, Runtime
-from apptasks.logs import log_message, record_run
-from apptasks.models import Task
+from apptasks.logs import log_message
+from apptasks.models import Task, TaskLog
 from apptasks.runs import Environment, RunOrder
 from apptasks.settings import Settings
 
@@ -43,9 +46,22 @@ class RunExecutor:
         self.runtime = runtime
         self.redis = redis
         self.hooks = hooks
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
-    async def execute(self, order: RunOrder) -> dict[str, Any]:
-        """Run the order to its end and return the announcement sent for it."""
+    async def execute(self, order: RunOrder) -> dict[str, Any] | None:
+        """Run an accepted order to its end; return the announcement sent for it.
+
+        None when the run was no longer queued (cancelled, or taken by another
+        worker): there is nothing to do, and its end is someone else's.
+        """
+        if await records.start(order.run_id, self.worker_name, order.timeout) is None:
+            logger.info(
+                "run not started run=%s task=%s: no longer queued",
+                order.run_id,
+                order.task_name,
+            )
+            return None
+        await self._announce_status(order, records.RUNNING)
         target = {
             "appId": order.app_id,
             "pageId": order.page_id,
@@ -70,15 +86,18 @@ class RunExecutor:
         duration_ms = round((time.monotonic() - started) * 1000)
         self._log_outcome(order, outcome, duration_ms)
 
-        entry = await record_run(order, outcome, duration_ms)
+        entry = await records.finish(order, outcome, duration_ms)
         await revoke_render_link(self.redis, self.settings, link)
+        if entry is None:
+            logger.info(
+                "run outcome dropped run=%s task=%s: it had already ended",
+                order.run_id,
+                order.task_name,
+            )
+            return None
 
-        announcement = _announcement(order, outcome, entry.id, duration_ms)
-        await self.redis.publish(
-            run_channel(self.settings, order.run_id), json.dumps(announcement)
-        )
-        await self.redis.publish(
-            app_log_channel(self.settings, order.app_id), json.dumps(log_message(entry))
+        announcement = await announce_end(
+            self.redis, self.settings, order, outcome, entry, duration_ms
         )
         await self._notify(
             "apptasks_run_finished",
@@ -87,6 +106,12 @@ class RunExecutor:
             duration_ms=duration_ms,
         )
         return announcement
+
+    async def _announce_status(self, order: RunOrder, status: str) -> None:
+        message = {"runId": order.run_id, "taskId": order.task_id, "status": status}
+        await self.redis.publish(
+            run_channel(self.settings, order.run_id), json.dumps(message)
+        )
 
     async def _notify(self, hook_name: str, **arguments: Any) -> None:
         """Call a notification hook's implementations; their failures stay theirs."""
@@ -165,13 +190,30 @@ class RunExecutor:
             )
 
 
+async def announce_end(
+    redis: Redis,
+    settings: Settings,
+    order: RunOrder,
+    outcome: RunOutcome,
+    entry: TaskLog,
+    duration_ms: int,
+) -> dict[str, Any]:
+    """Tell the run's waiters and the app's log subscribers that the run ended."""
+    announcement = _announcement(order, outcome, entry.id, duration_ms)
+    await redis.publish(run_channel(settings, order.run_id), json.dumps(announcement))
+    await redis.publish(
+        app_log_channel(settings, order.app_id), json.dumps(log_message(entry))
+    )
+    return announcement
+
+
 def _announcement(
     order: RunOrder, outcome: RunOutcome, log_id: int, duration_ms: int
 ) -> dict[str, Any]:
     announcement: dict[str, Any] = {
         "runId": order.run_id,
         "taskId": order.task_id,
-        "status": "completed" if outcome.ok else "failed",
+        "status": records.final_status(outcome),
         "logId": log_id,
         "duration": duration_ms,
     }

@@ -3,9 +3,8 @@
 A caller that waits subscribes to the run's channel before the order is queued,
 so that an outcome published by a fast worker cannot be missed.
 
-Known shortcoming: runs are not database records yet, so a caller who gets
-RUN_PENDING can follow the run only through the task's logs, and a run whose
-worker dies is lost without a log entry.
+Every run is recorded in the database (`apptasks.records`) before its work is
+queued; Redis only carries the work.
 """
 
 from __future__ import annotations
@@ -13,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
+from apptasks import records
 from apptasks.broker import run_channel
 from apptasks.errors import RateLimited, RunPending, Unavailable
 from apptasks.runs import RunOrder
 from apptasks.settings import Settings
 from workers.worker import RUN_JOB
+
+# How much earlier than now an on-demand run's job is scored (see enqueue_run).
+PRIORITY_ADVANCE = timedelta(hours=1)
 
 
 class RunQueue:
@@ -69,20 +73,24 @@ class RunQueue:
             )
 
     async def submit(self, order: RunOrder) -> None:
-        await self.redis.enqueue_job(
-            RUN_JOB,
-            order.to_message(),
-            _job_id=f"{self.settings.redis_prefix}run:{order.run_id}",
-            _queue_name=self.settings.queue_name,
-        )
+        """Record the run as queued, then queue its work ahead of scheduled fires.
+
+        The record comes first: a run exists from the moment it is accepted,
+        and a job whose record is missing would be dropped by the worker.
+        """
+        await records.accept(order)
+        await enqueue_run(self.redis, self.settings, order)
 
     async def submit_and_wait(self, order: RunOrder) -> dict[str, Any]:
         """Queue the order and return its outcome announcement.
 
-        Waits at most the run's limit plus the queue slack; past that the run
-        goes on and the caller gets RunPending with the run's id.
+        Waits up to the wait limit (`APPTASKS_WAIT_SLACK`) for the run to
+        start, then up to its own limit for it to end. When the run has not
+        even started by the wait limit, the caller gets RunPending with the
+        run's id, and the run goes on.
         """
-        wait_until = time.monotonic() + order.timeout + self.settings.wait_slack
+        started_by = time.monotonic() + self.settings.wait_slack
+        wait_until = started_by
         channel = run_channel(self.settings, order.run_id)
         async with self.redis.pubsub() as pubsub:
             await pubsub.subscribe(channel)
@@ -91,11 +99,40 @@ class RunQueue:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=min(left, 1.0)
                 )
-                if message is not None and message["type"] == "message":
-                    return dict(json.loads(message["data"]))
-                await asyncio.sleep(0)
+                if message is None or message["type"] != "message":
+                    await asyncio.sleep(0)
+                    continue
+                announcement = dict(json.loads(message["data"]))
+                if announcement["status"] not in records.ACTIVE:
+                    return announcement
+                if announcement["status"] == records.RUNNING:
+                    wait_until = max(
+                        wait_until,
+                        time.monotonic() + order.timeout + records.LEASE_MARGIN,
+                    )
         raise RunPending(
-            f"run {order.run_id} has not finished yet; it goes on: follow it in the "
-            "task's logs",
+            f"run {order.run_id} has not finished yet; it goes on: follow it with "
+            "run(id) or the runUpdates subscription",
             runId=order.run_id,
         )
+
+
+async def enqueue_run(redis: ArqRedis, settings: Settings, order: RunOrder) -> None:
+    """Queue an on-demand run's work, before every scheduled fire that is due.
+
+    arq takes due jobs in order of score, their start time; an on-demand job
+    is scored as if queued `PRIORITY_ADVANCE` earlier, so that it never waits
+    behind a backlog of scheduled fires, and on-demand jobs keep their order.
+    """
+    advanced = datetime.now(UTC) - PRIORITY_ADVANCE
+    await redis.enqueue_job(
+        RUN_JOB,
+        order.to_message(),
+        _job_id=run_job_id(settings, order.run_id),
+        _queue_name=settings.queue_name,
+        _defer_until=advanced,
+    )
+
+
+def run_job_id(settings: Settings, run_id: str) -> str:
+    return f"{settings.redis_prefix}run:{run_id}"

@@ -21,6 +21,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+from apptasks import records
 from apptasks.models import Page, Task
 from apptasks.runs import scheduled_order
 from apptasks.settings import Settings
@@ -114,5 +115,6 @@ async def fire_task(ctx: dict[str, Any], task_id: int, fire_ts: float) -> str:
     order = scheduled_order(task, fire_at, page.live_version)
     if page.live_version is None:
         logger.warning("fire of unpublished page task=%s page=%s", task.name, page.id)
+    await records.accept(order)
     announcement = await executor.execute(order)
-    return str(announcement["status"])
+    return "not started" if announcement is None else str(announcement["status"])

@@ -23,8 +23,10 @@ RUN_JOB = "execute_run"
 JOB_TIMEOUT_MARGIN_SECONDS = 60
 
 
-async def execute_run(ctx: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
-    """arq job: execute one on-demand run order."""
+async def execute_run(
+    ctx: dict[str, Any], message: dict[str, Any]
+) -> dict[str, Any] | None:
+    """arq job: execute one on-demand run order, accepted by the API."""
     executor: RunExecutor = ctx["executor"]
     return await executor.execute(RunOrder.from_message(message))
 
