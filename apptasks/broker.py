@@ -22,6 +22,11 @@ def run_channel(settings: Settings, run_id: str) -> str:
     return f"{settings.redis_prefix}run:{run_id}"
 
 
+def cancel_channel(settings: Settings) -> str:
+    """Where the API asks every worker to stop a run it has cancelled."""
+    return f"{settings.redis_prefix}cancel"
+
+
 def app_log_channel(settings: Settings, app_id: int) -> str:
     """Where workers announce every new log entry of one app."""
     return f"{settings.redis_prefix}logs:{app_id}"

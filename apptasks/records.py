@@ -131,6 +131,22 @@ async def end_without_running(
     return entry
 
 
+async def cancel(app_id: int, run_id: str) -> tuple[Run, TaskLog]:
+    """End a queued or running run of the app as cancelled, with its log entry."""
+    run = await find_run(app_id, run_id)
+    entry = None
+    if run.status in ACTIVE:
+        error = RunError(CANCELLED_ERROR, "the run was cancelled by its caller")
+        entry = await end_without_running(run, ACTIVE, CANCELLED, error)
+    if entry is None:
+        run = await find_run(app_id, run_id)
+        raise BadInput(
+            f"run {run_id!r} has already ended ({run.status}); only a queued or "
+            "running run can be cancelled"
+        )
+    return await find_run(app_id, run_id), entry
+
+
 async def lost_runs(moment: datetime, limit: int = 100) -> list[Run]:
     """Running runs whose lease ran out: their worker died or hung."""
     return await Run.filter(status=RUNNING, lease_until__lt=moment).limit(limit)

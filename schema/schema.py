@@ -12,10 +12,13 @@ from schema.apps import AppMutation, AppQuery
 from schema.errors import ErrorCodes
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
+from schema.runs import RunMutation, RunQuery
 from schema.tasks import TaskMutation, TaskQuery
 
-Query = merge_types("Query", (TaskQuery, PageQuery, LogQuery, AppQuery))
-Mutation = merge_types("Mutation", (AppMutation, PageMutation, TaskMutation))
+Query = merge_types("Query", (TaskQuery, PageQuery, RunQuery, LogQuery, AppQuery))
+Mutation = merge_types(
+    "Mutation", (AppMutation, PageMutation, TaskMutation, RunMutation)
+)
 
 
 class AppTasksSchema(strawberry.Schema):

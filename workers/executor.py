@@ -47,6 +47,18 @@ class RunExecutor:
         self.redis = redis
         self.hooks = hooks
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        # The runtime calls in flight, by run id, so that a cancelled run's
+        # browser work can be stopped.
+        self._in_flight: dict[str, asyncio.Task[RunOutcome]] = {}
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop a run's browser work if this worker is running it."""
+        call = self._in_flight.get(run_id)
+        if call is None:
+            return False
+        call.cancel()
+        logger.info("run cancel requested run=%s", run_id)
+        return True
 
     async def execute(self, order: RunOrder) -> dict[str, Any] | None:
         """Run an accepted order to its end; return the announcement sent for it.
@@ -82,7 +94,7 @@ class RunExecutor:
         )
         await self._notify("apptasks_run_started", order=order)
         started = time.monotonic()
-        outcome = await self._call_runtime(order, url, started)
+        outcome = await self._call_runtime_cancellable(order, url, started)
         duration_ms = round((time.monotonic() - started) * 1000)
         self._log_outcome(order, outcome, duration_ms)
 
@@ -96,9 +108,7 @@ class RunExecutor:
             )
             return None
 
-        announcement = await announce_end(
-            self.redis, self.settings, order, outcome, entry, duration_ms
-        )
+        announcement = await announce_end(self.redis, self.settings, entry, outcome)
         await self._notify(
             "apptasks_run_finished",
             order=order,
@@ -134,6 +144,25 @@ class RunExecutor:
                     arguments["order"].run_id,
                     exc_info=True,
                 )
+
+    async def _call_runtime_cancellable(
+        self, order: RunOrder, url: str, started: float
+    ) -> RunOutcome:
+        call = asyncio.create_task(self._call_runtime(order, url, started))
+        self._in_flight[order.run_id] = call
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                call.cancel()
+                raise
+            # Only the runtime call was cancelled: its caller cancelled the run.
+            return RunOutcome(
+                error=RunError(records.CANCELLED_ERROR, "the run was cancelled")
+            )
+        finally:
+            del self._in_flight[order.run_id]
 
     async def _call_runtime(
         self, order: RunOrder, url: str, started: float
@@ -191,35 +220,32 @@ class RunExecutor:
 
 
 async def announce_end(
-    redis: Redis,
-    settings: Settings,
-    order: RunOrder,
-    outcome: RunOutcome,
-    entry: TaskLog,
-    duration_ms: int,
+    redis: Redis, settings: Settings, entry: TaskLog, outcome: RunOutcome
 ) -> dict[str, Any]:
     """Tell the run's waiters and the app's log subscribers that the run ended."""
-    announcement = _announcement(order, outcome, entry.id, duration_ms)
-    await redis.publish(run_channel(settings, order.run_id), json.dumps(announcement))
+    announcement = _announcement(entry, outcome)
     await redis.publish(
-        app_log_channel(settings, order.app_id), json.dumps(log_message(entry))
+        run_channel(settings, announcement["runId"]), json.dumps(announcement)
+    )
+    await redis.publish(
+        app_log_channel(settings, entry.app_id), json.dumps(log_message(entry))
     )
     return announcement
 
 
-def _announcement(
-    order: RunOrder, outcome: RunOutcome, log_id: int, duration_ms: int
-) -> dict[str, Any]:
+def _announcement(entry: TaskLog, outcome: RunOutcome) -> dict[str, Any]:
     announcement: dict[str, Any] = {
-        "runId": order.run_id,
-        "taskId": order.task_id,
+        "runId": entry.data["runId"],
+        "taskId": entry.task_id,
         "status": records.final_status(outcome),
-        "logId": log_id,
-        "duration": duration_ms,
+        "logId": entry.id,
+        "duration": entry.data["duration"],
     }
     if outcome.ok:
         announcement["result"] = outcome.result
     else:
         assert outcome.error is not None
         announcement.update(outcome.error.as_log_data())
+        if outcome.error.error_type == records.CANCELLED_ERROR:
+            announcement["status"] = records.CANCELLED
     return announcement

@@ -19,10 +19,13 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from apptasks import records
-from apptasks.broker import run_channel
+from apptasks.broker import cancel_channel, run_channel
 from apptasks.errors import RateLimited, RunPending, Unavailable
+from apptasks.execution import RunError, RunOutcome
+from apptasks.models import Run
 from apptasks.runs import RunOrder
 from apptasks.settings import Settings
+from workers.executor import announce_end
 from workers.worker import RUN_JOB
 
 # How much earlier than now an on-demand run's job is scored (see enqueue_run).
@@ -80,6 +83,14 @@ class RunQueue:
         """
         await records.accept(order)
         await enqueue_run(self.redis, self.settings, order)
+
+    async def cancel(self, app_id: int, run_id: str) -> Run:
+        """Cancel a queued or running run, and ask its worker to stop it."""
+        run, entry = await records.cancel(app_id, run_id)
+        await self.redis.publish(cancel_channel(self.settings), run_id)
+        error = RunError(records.CANCELLED_ERROR, entry.data["errorMessage"])
+        await announce_end(self.redis, self.settings, entry, RunOutcome(error=error))
+        return run
 
     async def submit_and_wait(self, order: RunOrder) -> dict[str, Any]:
         """Queue the order and return its outcome announcement.

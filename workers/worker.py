@@ -15,12 +15,13 @@ from apptasks.settings import Settings
 from plugins.manager import build_plugin_manager, build_runtime
 from workers.executor import RunExecutor
 from workers.scheduler import FIRE_JOB, Scheduler, fire_task
+from workers.watch import RunWatch
 
 logger = logging.getLogger("apptasks.workers.worker")
 
 RUN_JOB = "execute_run"
 # arq's own limit on a job is a backstop only: runtimes enforce the run's limit.
-JOB_TIMEOUT_MARGIN_SECONDS = 60
+JOB_TIMEOUT_MARGIN_SECONDS = 10
 
 
 async def execute_run(
@@ -43,6 +44,8 @@ def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         ctx["executor"] = RunExecutor(settings, runtime, ctx["redis"], plugins.hook)
         scheduler = Scheduler(settings, ctx["redis"])
         ctx["scheduler_task"] = asyncio.create_task(scheduler.run_forever())
+        watch = RunWatch(settings, ctx["redis"], ctx["executor"])
+        ctx["watch_tasks"] = watch.start()
         logger.info(
             "worker ready runtime=%s browsers=%d queue=%s",
             runtime.name,
@@ -51,9 +54,9 @@ def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        scheduler_task = ctx.get("scheduler_task")
-        if scheduler_task is not None:
-            scheduler_task.cancel()
+        for task in [ctx.get("scheduler_task"), *ctx.get("watch_tasks", [])]:
+            if task is not None:
+                task.cancel()
         await runtime.stop()
         await db.close()
         logger.info("worker stopped runtime=%s", runtime.name)
@@ -61,8 +64,8 @@ def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     timeout = settings.max_timeout + JOB_TIMEOUT_MARGIN_SECONDS
     return Worker(
         functions=[
-            func(execute_run, name=RUN_JOB, timeout=timeout, max_tries=1),
-            func(fire_task, name=FIRE_JOB, timeout=timeout, max_tries=1),
+            func(execute_run, name=RUN_JOB, timeout=timeout, max_tries=3),
+            func(fire_task, name=FIRE_JOB, timeout=timeout, max_tries=3),
         ],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         queue_name=settings.queue_name,
@@ -72,4 +75,6 @@ def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         poll_delay=settings.queue_poll,
         max_jobs=settings.browsers,
         handle_signals=handle_signals,
+        # SIGTERM and SIGINT: take no new runs, let those in flight end.
+        job_completion_wait=int(settings.max_timeout + JOB_TIMEOUT_MARGIN_SECONDS),
     )
