@@ -46,6 +46,19 @@ JAVASCRIPT_DESTINATIONS = frozenset(
         "paintworklet",
     }
 )
+# What asked for a request (BiDi's "initiatorType"), when that is an asset.
+ASSET_INITIATORS = frozenset(
+    {"audio", "css", "embed", "font", "image", "img", "input", "object", "track"}
+    | {"video"}
+)
+# Chromium's own word for what a request is for, which ChromeDriver adds to
+# the BiDi event as "goog:resourceType". ChromeDriver 156 reports fonts and
+# media with an empty destination, like fetch(), and their initiator type only
+# now and then; this one it always reports for a held request.
+CHROMIUM_RESOURCE_TYPE = "goog:resourceType"
+CHROMIUM_ASSET_TYPES = frozenset(
+    {"Stylesheet", "Image", "Media", "Font", "TextTrack", "Manifest"}
+)
 
 Options = webdriver.ChromeOptions | webdriver.FirefoxOptions
 
@@ -182,10 +195,17 @@ def merge_capabilities(base: dict[str, Any], extra: dict[str, Any]) -> dict[str,
 def is_javascript_request(request: dict[str, Any]) -> bool:
     """Whether a held request (BiDi `network.beforeRequestSent`) may go on.
 
-    Known shortcoming: a browser that does not report a request's destination
-    (it is new in WebDriver BiDi) gets every request let through, assets too.
+    Chromium's resource type decides when ChromeDriver gives one; otherwise the
+    request's destination and initiator type, as WebDriver BiDi defines them.
+
+    Known shortcoming: a browser that reports none of them (destination and
+    initiator type are new in WebDriver BiDi) gets every request let through,
+    assets too.
     """
+    resource_type = request.get(CHROMIUM_RESOURCE_TYPE)
+    if isinstance(resource_type, str):
+        return resource_type not in CHROMIUM_ASSET_TYPES
     destination = request.get("destination")
-    if not isinstance(destination, str):
-        return True
-    return destination in JAVASCRIPT_DESTINATIONS
+    if isinstance(destination, str) and destination not in JAVASCRIPT_DESTINATIONS:
+        return False
+    return request.get("initiatorType") not in ASSET_INITIATORS
