@@ -132,6 +132,16 @@ class BidiConnection:
         self._socket.abort()  # type: ignore[no-untyped-call]  # unannotated upstream
         self._socket.shutdown()  # type: ignore[no-untyped-call]  # unannotated upstream
 
+    def cancel_waiting(self, reason: str) -> None:
+        """Fail every call waiting now, with `BidiClosed`; later calls may go on."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for reply in waiting.values():
+            if not reply.done():
+                reply.set_exception(
+                    BidiClosed(f"a call to {self.name} was given up: {reason}")
+                )
+
     def _send(
         self,
         method: str,

@@ -38,6 +38,7 @@ the worker that adds its latency to every script the screen loads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -83,8 +84,10 @@ SESSION_TIMEOUT = LAUNCH_TIMEOUT - 10.0
 # normally done before the run ends; longer means the browser is stuck.
 RESET_TIMEOUT = 5.0
 CONTEXT_WAIT = RESET_TIMEOUT - 0.5
-# Seconds the endpoint gets to end a session.
-DELETE_TIMEOUT = 5.0
+# Seconds the endpoint gets to end a session, and before that, a stuck run's
+# user context.
+DELETE_TIMEOUT = 10.0
+STUCK_REMOVE_TIMEOUT = 1.0
 # Seconds a page that missed its deadline gets to show that it still answers;
 # one that does not is busy in a loop, and its session is ended.
 PROBE_TIMEOUT = 0.25
@@ -228,53 +231,76 @@ class RemoteBrowser:
         return outcome if outcome.ok else self._with_bundle(context.tab, outcome)
 
     def reset(self) -> None:
-        """Blocking: have the last run's context removed; bring the next one forward.
+        """Blocking: bring the next run's context forward; have the last one removed.
 
         The next context is normally made while the last run went on. Raises
         `ContextUnavailable` when none comes in time.
         """
         used, self._used_context = self._used_context, None
-        if used is not None:
-            self.contexts.give_back(used)
-        self._bring_forward(self.contexts.wait_ready(CONTEXT_WAIT))
+        try:
+            self._bring_forward(self.contexts.wait_ready(CONTEXT_WAIT))
+        finally:
+            # Only now: Firefox fails to bring a tab forward while the tab in
+            # front is being closed.
+            if used is not None:
+                self.contexts.give_back(used)
 
     def kill(self) -> None:
-        """End the session in the background, and drop the connection; never waits.
+        """End the session in the background; never waits.
 
         The endpoint closes the browser, stuck or not; calls in progress on
-        the connection fail at once.
+        the BiDi connection fail at once.
         """
         self.broken = True
         self.contexts.stop()
         if self.bidi is not None:
-            self.bidi.close()
+            self.bidi.cancel_waiting(f"browser {self.name} was killed")
         threading.Thread(
             target=self._end_session, name=f"{self.name}-end", daemon=True
         ).start()
 
     def close(self) -> None:
-        """Blocking: end the session (once) and drop the BiDi connection."""
+        """Blocking: end the session, unless a kill is already ending it."""
         self.contexts.stop()
-        if self.bidi is not None:
-            self.bidi.close()
         self._end_session()
 
     def _end_session(self) -> None:
-        # Several threads may get here (kill, close, a failed open); the lock
-        # makes the later ones wait for the first, which ends the session once.
+        # Several threads may get here (kill, close, a failed open): the first
+        # ends the session, the others return at once. The lock is also held
+        # while open() waits for a new session, so a kill meanwhile ends it
+        # once it exists.
         with self._session_lock:
-            if self.session is None or self._session_ended:
+            session = self.session
+            if session is None or self._session_ended:
                 return
             self._session_ended = True
-            try:
-                self.endpoint.delete_session(self.session.id, DELETE_TIMEOUT)
-            except Exception as exc:
-                logger.warning(
-                    "browser %s: session %s could not be ended: %s",
-                    self.name,
-                    self.session.id,
-                    first_line(exc),
-                )
+
+        self._remove_stuck_context()
+        if self.bidi is not None:
+            self.bidi.close()
+        try:
+            self.endpoint.delete_session(session.id, DELETE_TIMEOUT)
+        except Exception as exc:
+            logger.warning(
+                "browser %s: session %s could not be ended: %s",
+                self.name,
+                session.id,
+                first_line(exc),
+            )
+
+    def _remove_stuck_context(self) -> None:
+        # Firefox takes seconds to end a session whose page is stuck in a
+        # loop, and holds its endpoint meanwhile; without the page, a moment.
+        context = self._used_context
+        if context is None or self.bidi is None:
+            return
+        # On failure, ending the session next ends the context with it.
+        with contextlib.suppress(BidiError):
+            self.bidi.call(
+                "browser.removeUserContext",
+                {"userContext": context.user_context},
+                timeout=STUCK_REMOVE_TIMEOUT,
+            )
 
     def _bring_forward(self, context: RunContext) -> None:
         # Contexts are made in background tabs, so as not to push a running

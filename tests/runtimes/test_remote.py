@@ -9,20 +9,16 @@ host name, and the screens are served on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tomllib
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,13 +56,8 @@ from tests.runtimes.test_chrome import (
 )
 from tests.support.graphql import new_app, new_task
 from tests.support.paths import REPO, screen
-from tests.support.services import (
-    LOOPBACK_ONLY,
-    RedisServer,
-    Service,
-    free_port,
-    wait_until,
-)
+from tests.support.services import LOOPBACK_ONLY, RedisServer, Service, free_port
+from tests.support.webdriver import WebDriverServer, serving, start_webdriver_server
 
 pytestmark = pytest.mark.browser
 
@@ -85,90 +76,22 @@ CAPABILITIES = json.dumps({"goog:chromeOptions": {"binary": str(CHROMIUM)}})
 MAX_RESULT_BYTES = 100_000
 
 
-@dataclass
-class WebDriverServer:
-    """A chromedriver listening on 127.0.0.1, in a session of its own."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-
-    @property
-    def browsers(self) -> list[int]:
-        """Ids of the Chromium main processes it has started and not yet closed."""
-        found = []
-        for pid in processes_in_session(self.process.pid):
-            argv = _command_line(pid)
-            if (
-                argv
-                and Path(os.fsdecode(argv[0])).name in CHROMIUM_NAMES
-                and not any(arg.startswith(b"--type=") for arg in argv)
-            ):
-                found.append(pid)
-        return found
-
-    def stop(self) -> None:
-        # Chromium joins chromedriver's session, helpers included: one sweep
-        # of the session ends them all.
-        for pid in processes_in_session(self.process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
-def processes_in_session(session: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def _command_line(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
-def start_chromedriver(folder: Path) -> WebDriverServer:
-    port = free_port()
-    # Chromedriver makes each browser's profile under TMPDIR.
-    environment = {**os.environ, "TMPDIR": str(folder)}
-    process = subprocess.Popen(
-        [CHROMEDRIVER, f"--port={port}"],
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+def is_chromium(argv: list[bytes]) -> bool:
+    """Whether a command line is a Chromium main process (not a helper)."""
+    return (
+        bool(argv)
+        and Path(os.fsdecode(argv[0])).name in CHROMIUM_NAMES
+        and not any(arg.startswith(b"--type=") for arg in argv)
     )
-    server = WebDriverServer(process, f"http://127.0.0.1:{port}")
-    try:
-        wait_until(lambda: _answers(server.url), 20, "chromedriver start")
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/status", timeout=1) as response:
-            return bool(json.loads(response.read())["value"]["ready"])
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def chromedriver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriverServer]:
-    server = start_chromedriver(tmp_path_factory.mktemp("chromedriver"))
+    server = start_webdriver_server(
+        [CHROMEDRIVER, "--port={port}"],
+        tmp_path_factory.mktemp("chromedriver"),
+        is_chromium,
+    )
     yield server
     server.stop()
 
@@ -193,20 +116,6 @@ async def runtime(chromedriver: WebDriverServer) -> AsyncIterator[RemoteRuntime]
         yield runtime
     finally:
         await runtime.stop()
-
-
-@contextlib.contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve with `handler` on 127.0.0.1; the server's origin."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture(scope="module")
