@@ -158,9 +158,7 @@ class RemoteRuntime:
         # The browser's own name ("chrome", "chrome-headless-shell",
         # "firefox") as the endpoint reported it; before any session, the
         # name asked for.
-        browser = self.browser_name or str(
-            getattr(self.settings, "remote_browser", "") or self.name
-        )
+        browser = self.browser_name or self.settings.remote_browser
         return replace(outcome, browser=browser, browser_version=self.browser_version)
 
     async def _run(

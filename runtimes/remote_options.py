@@ -69,7 +69,7 @@ class OptionsRejected(Exception):
 
 def endpoint_url(settings: Settings) -> str:
     """`APPTASKS_REMOTE_URL`, checked: an http(s) URL with a host."""
-    url = str(getattr(settings, "remote_url", "") or "").strip()
+    url = settings.remote_url.strip()
     if not url:
         raise ConfigurationError(
             "APPTASKS_REMOTE_URL is empty: the remote runtime needs the address "
@@ -86,7 +86,7 @@ def endpoint_url(settings: Settings) -> str:
 
 def browser_kind(settings: Settings) -> str:
     """`APPTASKS_REMOTE_BROWSER`, checked: `chrome` or `firefox`."""
-    browser = str(getattr(settings, "remote_browser", "chrome") or "chrome")
+    browser = settings.remote_browser
     if browser not in BROWSERS:
         raise ConfigurationError(
             f"APPTASKS_REMOTE_BROWSER={browser!r}: the remote runtime drives "
@@ -97,7 +97,7 @@ def browser_kind(settings: Settings) -> str:
 
 def extra_capabilities(settings: Settings) -> dict[str, Any]:
     """`APPTASKS_REMOTE_CAPABILITIES`: a JSON object, or empty."""
-    text = str(getattr(settings, "remote_capabilities", "") or "")
+    text = settings.remote_capabilities
     if not text.strip():
         return {}
     try:

@@ -42,6 +42,7 @@ from plugins import hookspecs
 from plugins.manager import runtime_factories
 from runtimes import remote
 from runtimes.remote import RemoteRuntime
+from runtimes.remote_options import is_javascript_request, session_capabilities
 from tests.runtimes.test_chrome import (
     ALL_ASSETS_SCREEN,
     EMPTY_STATE,
@@ -176,6 +177,66 @@ def test_the_remote_runtime_is_an_entry_point_like_the_others() -> None:
 
     assert entry_points["remote"] == "runtimes.remote"
     assert entry_points["chrome"] == "runtimes.chrome"
+
+
+@pytest.mark.parametrize(
+    ("request_seen", "goes_on"),
+    [
+        ({"goog:resourceType": "Font", "destination": ""}, False),
+        ({"goog:resourceType": "Media", "destination": ""}, False),
+        ({"goog:resourceType": "Fetch", "destination": ""}, True),
+        ({"goog:resourceType": "Script", "destination": "script"}, True),
+        ({"destination": "style"}, False),
+        ({"destination": "image", "initiatorType": "img"}, False),
+        ({"destination": "", "initiatorType": "font"}, False),
+        ({"destination": "", "initiatorType": "fetch"}, True),
+        ({"destination": "document"}, True),
+        ({"destination": "worker"}, True),
+        ({"destination": "some-future-kind"}, False),
+        # A browser that says nothing about a request gets it let through.
+        ({}, True),
+    ],
+)
+def test_which_held_requests_may_go_on(
+    request_seen: dict[str, str], goes_on: bool
+) -> None:
+    assert is_javascript_request(request_seen) is goes_on
+
+
+def test_capabilities_carry_the_deployments_and_always_ask_for_bidi() -> None:
+    extra = {
+        "se:name": "app-tasks",
+        "webSocketUrl": False,
+        "goog:chromeOptions": {"binary": "/opt/chrome", "args": ["--lang=fr"]},
+    }
+    settings = Settings(remote_capabilities=json.dumps(extra))
+
+    capabilities = session_capabilities(settings)
+
+    assert capabilities["browserName"] == "chrome"
+    assert capabilities["se:name"] == "app-tasks"
+    assert capabilities["webSocketUrl"] is True
+    assert capabilities["unhandledPromptBehavior"] == "dismiss"
+    chrome = capabilities["goog:chromeOptions"]
+    assert chrome["binary"] == "/opt/chrome"
+    assert "--headless=new" in chrome["args"]
+    assert chrome["args"][-1] == "--lang=fr"
+
+
+def test_firefox_capabilities_carry_the_runtime_preferences() -> None:
+    settings = Settings(
+        remote_browser="firefox",
+        firefox_preferences=json.dumps({"intl.accept_languages": "fr"}),
+    )
+
+    capabilities = session_capabilities(settings)
+
+    firefox = capabilities["moz:firefoxOptions"]
+    assert capabilities["browserName"] == "firefox"
+    assert "-headless" in firefox["args"]
+    assert firefox["prefs"]["intl.accept_languages"] == "fr"
+    assert firefox["prefs"]["app.update.auto"] is False
+    assert firefox["env"]["MOZ_CRASHREPORTER_DISABLE"] == "1"
 
 
 # Results
