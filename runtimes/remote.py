@@ -20,6 +20,10 @@ until the deadline. A page that is still busy then (`while (true) {}`) cannot
 be killed from here, so its session is ended (`DELETE /session/{id}`, on a
 connection of its own) and the pool starts a replacement in the background.
 
+Known shortcoming: nothing here limits where a page may connect; the egress
+policy (`runtimes.egress`) is not applied to remote browsers yet, and a Grid's
+nodes reach whatever their network lets them.
+
 Known shortcoming: a result is measured against the size limit only after the
 browser has sent all of it, so a huge result still costs memory once.
 """
