@@ -118,6 +118,15 @@ class Settings:
     misfire_grace: float = _setting(
         60.0, "Seconds a missed fire may be late and still run once."
     )
+    log_max_age_days: float = _setting(
+        30.0, "Days log entries, failure bundles, runs and fires are kept."
+    )
+    log_max_per_task: int = _setting(
+        1000, "Log entries (and failure bundles) kept per task, newest first."
+    )
+    prune_interval: float = _setting(
+        300.0, "Seconds between prunings of old logs, bundles, runs and fires."
+    )
     log_level: str = _setting("INFO", "Level of the apptasks loggers.")
 
     @property

@@ -1,4 +1,4 @@
-"""What a worker watches besides its queue: lost runs and cancelled ones.
+"""What a worker watches besides its queue: lost runs, cancelled ones, old logs.
 
 Every worker looks, once a second, for runs whose worker was lost: still
 `running` past their lease. Each ends `failed` with `WorkerLost` and one log
@@ -9,6 +9,9 @@ done its work already.
 Every worker also listens for cancellations. The API ends a cancelled run in
 the database itself; the worker running it is only asked to stop the browser
 work, whose outcome would be dropped anyway.
+
+One worker at a time prunes old logs (`apptasks.retention`), every
+`APPTASKS_PRUNE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from apptasks import records
+from apptasks import records, retention
 from apptasks.broker import cancel_channel
 from apptasks.execution import RunError, RunOutcome
 from apptasks.settings import Settings
@@ -42,6 +45,7 @@ class RunWatch:
         return [
             asyncio.create_task(self._reap_forever()),
             asyncio.create_task(self._listen_for_cancels()),
+            asyncio.create_task(self._prune_forever()),
         ]
 
     async def reap(self) -> int:
@@ -75,6 +79,22 @@ class RunWatch:
             except Exception:
                 logger.exception("looking for lost runs failed; retrying")
             await asyncio.sleep(REAP_INTERVAL)
+
+    async def _prune_forever(self) -> None:
+        # One worker prunes per interval: the others find the lock taken.
+        lock = f"{self.settings.redis_prefix}prune-lock"
+        interval = self.settings.prune_interval
+        while True:
+            try:
+                if await self.redis.set(
+                    lock, self.executor.worker_name, nx=True, ex=max(1, int(interval))
+                ):
+                    await retention.prune(self.settings)
+            except Exception:
+                logger.exception(
+                    "pruning old logs failed; retrying at the next interval"
+                )
+            await asyncio.sleep(interval)
 
     async def _listen_for_cancels(self) -> None:
         while True:

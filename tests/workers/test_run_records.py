@@ -247,3 +247,47 @@ async def test_a_worker_killed_anywhere_in_a_run_loses_nothing_and_doubles_nothi
         assert started_lines == 1
 
     assert "WorkerLost" in outcomes
+
+
+async def test_logs_are_pruned_by_count_per_task_keeping_the_newest(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    env = {"APPTASKS_LOG_MAX_PER_TASK": "3", "APPTASKS_PRUNE_INTERVAL": "1"}
+    service = stub_service(make_service, tmp_path, {}, **env).start()
+    client = await new_app(service.url)
+    await new_task(client, screen("hello.html"), name="hello")
+    run_ids = [await run_task(client, "hello") for _ in range(6)]
+    for run_id in run_ids:
+        await wait_for_status(client, run_id, {"COMPLETED"}, 10)
+
+    async def kept() -> list[str]:
+        logs = (await client.data(LOGS))["taskLogs"]["logs"]
+        return [entry["data"]["runId"] for entry in logs]
+
+    for _ in range(25):
+        if len(await kept()) <= 3:
+            break
+        await asyncio.sleep(0.2)
+    assert await kept() == run_ids[:2:-1]
+
+
+async def test_logs_and_runs_are_pruned_by_age(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    # 0.00003 days is about 2.6 s.
+    env = {"APPTASKS_LOG_MAX_AGE_DAYS": "0.00003", "APPTASKS_PRUNE_INTERVAL": "1"}
+    service = stub_service(make_service, tmp_path, {}, **env).start()
+    client = await new_app(service.url)
+    await new_task(client, screen("hello.html"), name="hello")
+    run_id = await run_task(client, "hello")
+    await wait_for_status(client, run_id, {"COMPLETED"}, 10)
+    assert len(await entries_for(client, run_id)) == 1
+
+    deadline = time.monotonic() + 8
+    while (await client.execute(RUN, id=run_id)).get(
+        "data"
+    ) and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+    error = await client.error(RUN, id=run_id)
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    assert await entries_for(client, run_id) == []
