@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.graphql import Client, new_app, new_task
 from tests.support.paths import screen
 from tests.support.services import Service, wait_until
@@ -26,6 +28,7 @@ query($taskId: ID, $status: RunStatus) {
   runs(taskId: $taskId, status: $status) { id status }
 }
 """
+RUNS_STARTED = "query { runs(limit: 100) { mode startedAt } }"
 CANCEL = "mutation($id: String!) { cancelRun(id: $id) { id status errorType } }"
 LOGS = "query { taskLogs(limit: 500) { logs { type data } } }"
 
@@ -290,3 +293,51 @@ async def test_logs_and_runs_are_pruned_by_age(
     error = await client.error(RUN, id=run_id)
     assert error["extensions"]["code"] == "NOT_FOUND"
     assert await entries_for(client, run_id) == []
+
+
+@pytest.mark.slow
+async def test_an_on_demand_run_does_not_wait_behind_scheduled_fires(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """15 scheduled fires of 2 s each queue at the minute on a one-run worker.
+
+    An on-demand run asked for just after them must start next, ahead of the
+    ~28 s of scheduled work still queued.
+    """
+    table = {f"cron{n}": {"result": n, "delay": 2} for n in range(15)}
+    service = stub_service(make_service, tmp_path, table).start()
+    clients = [await new_app(service.url, f"app{n}") for n in range(4)]
+    for number in range(15):
+        owner = clients[number % 3]
+        await new_task(
+            owner, screen("hello.html"), name=f"cron{number}", frequency="* * * * *"
+        )
+    await new_task(clients[3], screen("hello.html"), name="now")
+    # Just after the next minute, while the fires fill the queue.
+    await asyncio.sleep(61 - time.time() % 60)
+
+    started = time.monotonic()
+    await clients[3].data('mutation { runTaskWithResult(name: "now") }')
+    waited = time.monotonic() - started
+
+    runs = await every_run(clients, until=16, seconds=45)
+    on_demand = next(run for run in runs if run["mode"] == "on-demand")
+    scheduled = [run["startedAt"] for run in runs if run["mode"] == "scheduled"]
+    after = [moment for moment in scheduled if moment > on_demand["startedAt"]]
+    assert len(after) >= 12, (on_demand, sorted(scheduled))
+    assert waited < 4.5, f"the on-demand run waited {waited:.1f} s"
+
+
+async def every_run(
+    clients: list[Client], until: int, seconds: float
+) -> list[dict[str, Any]]:
+    """The runs of all the apps, once there are `until` started ones."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(int(seconds / 0.5)):
+        runs = []
+        for client in clients:
+            runs += (await client.data(RUNS_STARTED))["runs"]
+        if sum(run["startedAt"] is not None for run in runs) >= until:
+            break
+        await asyncio.sleep(0.5)
+    return runs
