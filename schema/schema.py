@@ -1,4 +1,4 @@
-"""The GraphQL schema: each domain's queries and mutations merged into one."""
+"""The GraphQL schema: each domain's queries, mutations and subscriptions merged."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from strawberry.tools import merge_types
 
 from schema.apps import AppMutation, AppQuery
 from schema.errors import ErrorCodes
+from schema.live import LiveSubscription
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
 from schema.tasks import TaskMutation, TaskQuery
 
 Query = merge_types("Query", (TaskQuery, PageQuery, LogQuery, AppQuery))
 Mutation = merge_types("Mutation", (AppMutation, PageMutation, TaskMutation))
+
+
+@strawberry.type(
+    description="Live updates, over WebSocket (graphql-transport-ws) with the "
+    'token in the connection_init payload: {"authorization": "Bearer <token>"}.'
+)
+class Subscription(LiveSubscription):
+    pass
 
 
 class AppTasksSchema(strawberry.Schema):
@@ -34,6 +43,7 @@ MAX_TOKENS = 2000
 schema = AppTasksSchema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     extensions=[
         ErrorCodes,
         partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
