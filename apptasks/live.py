@@ -91,7 +91,7 @@ async def follow_logs(
     async with _listening(redis, channel) as pubsub:
         replayed: set[int] = set()
         if after_id is not None:
-            for entry in await _missed_entries(selection, after_id):
+            for entry in await missed_entries(selection, after_id):
                 replayed.add(entry.id)
                 yield log_message(entry)
 
@@ -147,7 +147,8 @@ def _stage(status: object) -> int:
     return _FINAL
 
 
-async def _missed_entries(selection: LogSelection, after_id: int) -> list[TaskLog]:
+async def missed_entries(selection: LogSelection, after_id: int) -> list[TaskLog]:
+    """The selected entries after `after_id`: the newest REPLAY_LIMIT, oldest first."""
     query = TaskLog.filter(app_id=selection.app_id, id__gt=after_id)
     if selection.task_id is not None:
         query = query.filter(task_id=selection.task_id)
