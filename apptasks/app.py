@@ -77,6 +77,12 @@ class TokenCheckingHandler(BaseGraphQLTransportWSHandler[Context, None]):
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
         await self.websocket.close(code=FORBIDDEN_CLOSE, reason="token revoked")
+        principal = await self.context.principal()
+        logger.info(
+            "websocket closed: token revoked app=%s token=%s",
+            principal.app_id,
+            principal.token_name,
+        )
 
     async def _token_still_valid(self) -> bool:
         try:
