@@ -32,7 +32,8 @@ from apptasks.models import TaskLog
 from apptasks.settings import Settings
 
 # At most this many missed entries are replayed on resuming: the newest ones,
-# oldest first. Older ones are for taskLogs, which pages through any number.
+# oldest first. Older ones are for taskLogs, which pages through any number; a
+# subscriber that missed more is not told that it did.
 REPLAY_LIMIT = 500
 # A run whose channel stays quiet this long is looked up in the database: it
 # may have ended without an announcement (its worker died, or it was cancelled).
@@ -160,7 +161,12 @@ async def missed_entries(selection: LogSelection, after_id: int) -> list[TaskLog
 
 @asynccontextmanager
 async def _listening(redis: Redis, channel: str) -> AsyncIterator[PubSub]:
-    """A pub/sub connection subscribed to `channel`, confirmed by Redis."""
+    """A pub/sub connection subscribed to `channel`, confirmed by Redis.
+
+    Each follower holds a Redis connection of its own, for as long as it
+    follows; many thousands of subscribers per API process would want one
+    shared connection that fans messages out instead.
+    """
     async with redis.pubsub() as pubsub:
         try:
             await pubsub.subscribe(channel)
