@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apptasks import db, live, logs
+from apptasks import db, live, logs, records
 from apptasks.broker import app_log_channel
-from apptasks.models import App, TaskLog
+from apptasks.models import App, Run, TaskLog
 from apptasks.settings import Settings
 from tests.support.graphql import Client, new_app, new_task
 from tests.support.services import ADMIN_TOKEN, RedisServer, Service
@@ -694,3 +694,32 @@ async def test_an_entry_committed_out_of_id_order_after_the_replay_still_comes(
         received = await take(feed, 2)
 
     assert received == [fast.id, slow.id]
+
+
+async def test_a_run_that_ends_unannounced_is_seen_in_its_record(
+    worker: Worker, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "RUN_RECHECK_SECONDS", 0.2)
+    await Run.create(
+        id="lost-run",
+        app_id=worker.app_id,
+        task_id=1,
+        task_name="alpha",
+        mode="on-demand",
+        status=records.RUNNING,
+        environment="live",
+    )
+
+    updates = live.follow_run(redis, worker.settings, worker.app_id, "lost-run")
+    async with aclosing(updates) as feed:
+        first = await asyncio.wait_for(anext(feed), WAIT)
+        # Its worker died: the run is ended in the database, and nobody says so.
+        await Run.filter(id="lost-run").update(
+            status=records.FAILED, error_type=records.WORKER_LOST
+        )
+        last = await asyncio.wait_for(anext(feed), WAIT)
+        rest = [update async for update in feed]
+
+    assert first["status"] == "running"
+    assert (last["status"], last["errorType"]) == ("failed", "WorkerLost")
+    assert rest == []
