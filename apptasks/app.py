@@ -5,8 +5,11 @@ This module and the CLI are the only places that wire the layers together.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
@@ -18,8 +21,18 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+)
+from strawberry.types.unset import UnsetType
 
 from apptasks import db
+from apptasks.errors import Unauthenticated
 from apptasks.limits import BodySizeLimit
 from apptasks.settings import Settings
 from apptasks.web import health, javascript_client, render_page
@@ -27,12 +40,81 @@ from schema.context import Context
 from schema.schema import schema
 from workers.queue import RunQueue
 
+logger = logging.getLogger("apptasks.app")
+
+# How often an open WebSocket's token is looked up again, so that revoking a
+# token ends its subscriptions within about this long.
+TOKEN_CHECK_SECONDS = 2.0
+# graphql-transport-ws's close code for a refused connection_init; used too
+# when the token is revoked later.
+FORBIDDEN_CLOSE = 4403
+
+
+class TokenCheckingHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, closing the connection once its token is revoked."""
+
+    token_watch: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self.token_watch is None:
+            self.token_watch = asyncio.create_task(self.close_when_revoked())
+
+    async def shutdown(self) -> None:
+        if self.token_watch is not None:
+            self.token_watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.token_watch
+        await super().shutdown()
+
+    async def close_when_revoked(self) -> None:
+        while True:
+            await asyncio.sleep(TOKEN_CHECK_SECONDS)
+            if not await self._token_still_valid():
+                break
+
+        # The operations go first, so that none of them sends on a closed socket.
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(code=FORBIDDEN_CLOSE, reason="token revoked")
+        principal = await self.context.principal()
+        logger.info(
+            "websocket closed: token revoked app=%s token=%s",
+            principal.app_id,
+            principal.token_name,
+        )
+
+    async def _token_still_valid(self) -> bool:
+        try:
+            return await self.context.token_still_valid()
+        except Exception:
+            # A database that does not answer says nothing about the token:
+            # the connection stays, and the next check decides.
+            logger.warning("token check failed; connection kept", exc_info=True)
+            return True
+
 
 class AppTasksGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI app with our context."""
+    """Strawberry's ASGI app with our context and our WebSocket rules.
+
+    Subscriptions speak graphql-transport-ws only (the legacy graphql-ws
+    protocol is refused with 4406) and authenticate with the token in the
+    `connection_init` payload, `{"authorization": "Bearer <token>"}`.
+    """
+
+    graphql_transport_ws_handler_class = TokenCheckingHandler
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql",
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=10),
+            # The token travels in connection_init, never in a cookie, so a
+            # page on any origin the HTTP API accepts may open a socket too.
+            allowed_origins=settings.cors_origins,
+        )
         self.settings = settings
 
     def parse_json(self, data: str | bytes) -> Any:
@@ -57,6 +139,18 @@ class AppTasksGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object]:
+        """Accept the connection only for a known token in connection_init."""
+        given = (context.connection_params or {}).get("authorization")
+        if not isinstance(given, str):
+            given = None
+        context.authorization = given
+        try:
+            await context.principal()
+        except Unauthenticated as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from exc
+        return UnsetType()  # the singleton: a plain connection_ack
 
 
 def create_app(settings: Settings) -> Starlette:

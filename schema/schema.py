@@ -1,4 +1,4 @@
-"""The GraphQL schema: each domain's queries and mutations merged into one."""
+"""The GraphQL schema: each domain's queries, mutations and subscriptions merged."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from strawberry.tools import merge_types
 
 from schema.apps import AppMutation, AppQuery
 from schema.errors import ErrorCodes
+from schema.live import LiveSubscription
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
 from schema.runs import RunMutation, RunQuery
@@ -19,6 +20,14 @@ Query = merge_types("Query", (TaskQuery, PageQuery, RunQuery, LogQuery, AppQuery
 Mutation = merge_types(
     "Mutation", (AppMutation, PageMutation, TaskMutation, RunMutation)
 )
+
+
+@strawberry.type(
+    description="Live updates, over WebSocket (graphql-transport-ws) with the "
+    'token in the connection_init payload: {"authorization": "Bearer <token>"}.'
+)
+class Subscription(LiveSubscription):
+    pass
 
 
 class AppTasksSchema(strawberry.Schema):
@@ -37,6 +46,7 @@ MAX_TOKENS = 2000
 schema = AppTasksSchema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     extensions=[
         ErrorCodes,
         partial(QueryDepthLimiter, max_depth=MAX_DEPTH),

@@ -18,6 +18,15 @@
  * .extensions (e.g. errorType and errorMessage of a failed run) and .errors
  * (the raw GraphQL error list, when there was one).
  *
+ * subscribeLogs(options, onEntry) is the exception: it calls onEntry with each
+ * new log entry (the shape getLogs answers) as it is written, over a WebSocket
+ * (graphql-transport-ws), and returns a function that stops it. A dropped
+ * connection is opened again, resuming after the last entry received, so no
+ * entry is missed or repeated. Options: id (a task id), where: {type},
+ * afterId (also replay the entries after this one), onError(error) for a
+ * refusal that retrying cannot cure (a bad or revoked token: UNAUTHENTICATED),
+ * onStatus(status) with "connecting", "live", "reconnecting" and "closed".
+ *
  * Plain ES2017 without dependencies or a build step: one script tag loads it.
  */
 (function () {
@@ -52,6 +61,29 @@
   };
   const RUN_OPTIONS = ["environment", "caller"];
   const LOG_OPTIONS = ["id", "limit", "offset", "where"];
+
+  const LIVE_QUERIES = {
+    // The newest entry now: a new subscription resumes after it, so that
+    // entries written while the socket opens are not missed.
+    newest: `query($id: ID, $where: LogFilter) {
+      taskLogs(id: $id, limit: 1, where: $where) { logs { id } } }`,
+    logs: `subscription($id: ID, $where: LogFilter, $afterId: ID) {
+      taskLogs(id: $id, where: $where, afterId: $afterId) {
+        id createdAt type taskId data } }`
+  };
+  const SUBSCRIBE_OPTIONS = ["id", "where", "afterId", "onError", "onStatus"];
+  const LIVE_PROTOCOL = "graphql-transport-ws";
+  // Close codes after which opening again cannot help: the token is refused
+  // (4403), or the two ends do not agree on the protocol.
+  const REFUSED = {
+    4403: "UNAUTHENTICATED",
+    4400: "PROTOCOL_ERROR",
+    4401: "PROTOCOL_ERROR",
+    4406: "PROTOCOL_ERROR",
+    4409: "PROTOCOL_ERROR",
+    4429: "PROTOCOL_ERROR"
+  };
+  const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000, 10000];
 
   // document.currentScript is only set while this file first runs, so the
   // default endpoint is worked out now rather than in connect().
@@ -170,6 +202,154 @@
     return copy;
   }
 
+  function socketUrl(endpoint) {
+    const url = new URL(endpoint, location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
+  }
+
+  // Log ids are 64-bit integers in strings: longer is larger, then by digits.
+  function laterId(one, other) {
+    if (one === null) { return other; }
+    if (one.length !== other.length) { return one.length > other.length ? one : other; }
+    return one > other ? one : other;
+  }
+
+  // A callback's exception is reported like an uncaught one, and does not
+  // break the feed.
+  function callSafely(callback, value) {
+    try {
+      callback(value);
+    } catch (error) {
+      setTimeout(() => { throw error; });
+    }
+  }
+
+  function subscribeLogs(endpoint, token, options, onEntry) {
+    if (typeof options === "function" && onEntry === undefined) {
+      onEntry = options;
+      options = {};
+    }
+    const settings = onlyKnown("subscribeLogs", options, SUBSCRIBE_OPTIONS);
+    if (typeof onEntry !== "function") {
+      throw clientError(
+        "subscribeLogs: give a function to call with each entry", "BAD_USER_INPUT"
+      );
+    }
+    const filter = { id: settings.id, where: settings.where };
+    let cursor = settings.afterId == null ? null : String(settings.afterId);
+    let socket = null;
+    let retry = null;
+    let failures = 0;
+    let stopped = false;
+
+    function status(name) {
+      if (settings.onStatus) { callSafely(settings.onStatus, name); }
+    }
+
+    function send(ws, message) {
+      if (ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(message)); }
+    }
+
+    function subscribe(ws) {
+      const variables = Object.assign({ afterId: cursor }, filter);
+      const payload = { query: LIVE_QUERIES.logs, variables: variables };
+      send(ws, { id: "logs", type: "subscribe", payload: payload });
+      status("live");
+    }
+
+    function fail(error) {
+      stop();
+      if (settings.onError) {
+        callSafely(settings.onError, error);
+      } else {
+        console.error(error);
+      }
+    }
+
+    function receive(ws, message) {
+      const payload = message.payload || {};
+      if (message.type === "connection_ack") {
+        failures = 0;
+        if (cursor === null) {
+          const ask = { query: LIVE_QUERIES.newest, variables: filter };
+          send(ws, { id: "newest", type: "subscribe", payload: ask });
+        } else {
+          subscribe(ws);
+        }
+      } else if (message.type === "ping") {
+        send(ws, { type: "pong" });
+      } else if (message.type === "error") {
+        fail(fromGraphQLErrors(payload));
+      } else if (message.type === "next" && payload.errors) {
+        if (message.id === "newest") {
+          fail(fromGraphQLErrors(payload.errors));
+        } else {
+          ws.close();  // the server lost its feed (Redis): open again
+        }
+      } else if (message.type === "next" && message.id === "newest") {
+        const newest = payload.data.taskLogs.logs[0];
+        cursor = newest ? String(newest.id) : "0";
+        subscribe(ws);
+      } else if (message.type === "next") {
+        const entry = payload.data.taskLogs;
+        cursor = laterId(cursor, String(entry.id));
+        callSafely(onEntry, withNumericIds(entry));
+      } else if (message.type === "complete" && message.id === "logs") {
+        ws.close();  // a feed never ends by itself: open again
+      }
+    }
+
+    function closed(ws, event) {
+      if (ws !== socket || stopped) { return; }
+      socket = null;
+      const refusal = REFUSED[event.code];
+      if (refusal) {
+        const message =
+          `App Tasks closed the live logs (${event.code} ${event.reason}): ` +
+          (event.code === 4403
+            ? "the token is unknown or was revoked; connect with a valid token"
+            : "the server does not speak " + LIVE_PROTOCOL);
+        fail(clientError(message, refusal));
+        return;
+      }
+      status("reconnecting");
+      const last = RECONNECT_DELAYS_MS.length - 1;
+      const delay = RECONNECT_DELAYS_MS[Math.min(failures, last)];
+      failures += 1;
+      retry = setTimeout(open, delay);
+    }
+
+    function open() {
+      retry = null;
+      status("connecting");
+      const ws = (socket = new WebSocket(socketUrl(endpoint), LIVE_PROTOCOL));
+      ws.onopen = () => send(ws, {
+        type: "connection_init", payload: { authorization: "Bearer " + token }
+      });
+      ws.onmessage = (event) => {
+        const message = parseJson(event.data);
+        if (message && ws === socket) { receive(ws, message); }
+      };
+      ws.onclose = (event) => closed(ws, event);
+    }
+
+    function stop() {
+      if (stopped) { return; }
+      stopped = true;
+      clearTimeout(retry);
+      if (socket) {
+        send(socket, { id: "logs", type: "complete" });
+        socket.close(1000, "unsubscribed");
+        socket = null;
+      }
+      status("closed");
+    }
+
+    open();
+    return stop;
+  }
+
   function createClient(endpoint, token) {
     // Each method is async so that a bad argument rejects like a server error
     // does: callers need only one error path.
@@ -205,14 +385,8 @@
       }), (options) =>
         onlyKnown("getLogs", options, LOG_OPTIONS)
       ),
-      // Live logs need a WebSocket subscription the API does not offer yet; the
-      // method exists so that callers learn that plainly, not from a TypeError.
-      subscribeLogs: function () {
-        const message =
-          "subscribeLogs is not available yet: this App Tasks server has no " +
-          "live logs over WebSocket; poll getLogs() meanwhile";
-        throw clientError(message, "NOT_AVAILABLE");
-      }
+      subscribeLogs: (options, onEntry) =>
+        subscribeLogs(endpoint, token, options, onEntry)
     };
   }
 

@@ -11,39 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service as ChromeDriverService
 
+from tests.sdk.browser import PageServer, chromium
 from tests.support.graphql import Client, new_app, new_task
 from tests.support.paths import screen
 from tests.support.services import Service, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # The browser resolves no host name at all: it talks to loopback only.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-)
 # runWithResult waits for a real run in the worker's Chromium.
 SCRIPT_TIMEOUT = 60.0
 LOG_WAIT = 20.0
@@ -52,18 +35,6 @@ TASK_FIELDS = {
     *("id", "name", "active", "frequency", "timezone", "timeout", "lastRunAt"),
     *("nextRunAt", "createdAt", "updatedAt", "appId", "pageId"),
 }
-PLAIN_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>App Tasks client</title>
-<script src="{api}/sdk/apptasks.js"></script>
-</head><body></body></html>
-"""
-# A page whose own code got to Fliplet.App.Tasks first.
-PAGE_WITH_ITS_OWN_TASKS = """<!doctype html>
-<html><head><meta charset="utf-8"><title>App Tasks client</title>
-<script>window.Fliplet = {{ App: {{ Tasks: {{ ownedByThePage: true }} }} }};</script>
-<script src="{api}/sdk/apptasks.js"></script>
-</head><body></body></html>
-"""
 CONTEXT_SCREEN = """<!doctype html><html><body><script>
   Fliplet.Page.onRemoteExecution(function (payload, context) {
     return { environment: context.environment, requestedBy: context.requestedBy };
@@ -92,53 +63,6 @@ Promise.resolve()
   .then((value) => report({ value: value === undefined ? null : value }))
   .catch((error) => report({ error: describe(error) }));
 """
-
-
-class PageServer:
-    """Serves the test pages from an origin of its own on 127.0.0.1."""
-
-    def __init__(self, api: str) -> None:
-        pages = {
-            "/plain.html": PLAIN_PAGE.format(api=api),
-            "/own-tasks.html": PAGE_WITH_ITS_OWN_TASKS.format(api=api),
-        }
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                page = pages.get(self.path)
-                if page is None:
-                    self._answer(404, "text/plain", "no such page")
-                else:
-                    self._answer(200, "text/html; charset=utf-8", page)
-
-            # An endpoint that is not GraphQL: answers like a misconfigured proxy.
-            def do_POST(self) -> None:
-                self._answer(404, "text/plain", "nothing here")
-
-            def _answer(self, status: int, media_type: str, text: str) -> None:
-                body = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", media_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the tests' output is about the client, not this server
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 class BrowserPage:
@@ -192,18 +116,8 @@ def page_server(chrome_service: Service) -> Iterator[PageServer]:
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(
-        service=ChromeDriverService(executable_path=CHROMEDRIVER), options=options
-    )
-    try:
-        chrome.set_script_timeout(SCRIPT_TIMEOUT)
+    with chromium(SCRIPT_TIMEOUT) as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 @pytest.fixture
@@ -530,20 +444,6 @@ async def test_an_endpoint_that_is_not_graphql_rejects_with_its_http_status(
     assert error["code"] == "HTTP_404"
     assert error["extensions"] == {"code": "HTTP_404"}
     assert "nothing here" in error["message"]  # what the server said, in short
-
-
-async def test_subscribe_logs_exists_but_throws_not_available(
-    client: Client, browser: BrowserPage
-) -> None:
-    thrown = browser.resolved(
-        token(client),
-        "(() => { try { tasks.subscribeLogs(() => {}); return null; }"
-        " catch (error) { return { code: error.code, message: error.message }; } })()",
-    )
-
-    assert thrown is not None, "subscribeLogs returned instead of throwing"
-    assert thrown["code"] == "NOT_AVAILABLE"
-    assert "getLogs" in thrown["message"]
 
 
 # Connecting: where the client talks to, and Fliplet.App.Tasks.
