@@ -77,8 +77,8 @@ class Settings:
     )
     egress_allow: str = _setting(
         "",
-        "Local servers screens may reach besides their own origin: host:port, "
-        "[IPv6]:port, addresses or CIDR blocks, separated by commas or spaces.",
+        "Private or local servers screens may reach: host:port, [IPv6]:port, "
+        "addresses or CIDR blocks, separated by commas or spaces.",
     )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")

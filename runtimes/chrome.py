@@ -110,8 +110,8 @@ class ChromeRuntime:
             raise ConfigurationError(
                 f"APPTASKS_BROWSERS={self.settings.browsers}: need at least 1"
             )
-        self.folder = Path(tempfile.mkdtemp(prefix="apptasks-chrome-"))
         await self.egress.start()
+        self.folder = Path(tempfile.mkdtemp(prefix="apptasks-chrome-"))
         launch = self.egress.launching(partial(self._launch, self.folder))
         pool = BrowserPool(self.settings.browsers, launch, RESET_TIMEOUT)
 

@@ -112,11 +112,6 @@ class EgressGuard:
             raise RuntimeError("the egress guard is not running")
         return self._proxy
 
-    @property
-    def policy(self) -> EgressPolicy:
-        """The policy in force now."""
-        return self.proxy.policy
-
     def chrome_arguments(self) -> tuple[str, ...]:
         """Chromium flags that send every request through the proxy."""
         return egress_arguments(self.proxy.url)

@@ -105,8 +105,8 @@ class FirefoxRuntime:
                 f"APPTASKS_BROWSERS={self.settings.browsers}: need at least 1"
             )
         driver = geckodriver_path(self.settings)
-        self.folder = Path(tempfile.mkdtemp(prefix="apptasks-firefox-"))
         await self.egress.start()
+        self.folder = Path(tempfile.mkdtemp(prefix="apptasks-firefox-"))
         launch = self.egress.launching(partial(self._launch, self.folder))
         pool = BrowserPool(self.settings.browsers, launch, RESET_TIMEOUT)
 
