@@ -93,6 +93,11 @@ class Settings:
         "JSON object laid over the remote runtime's capabilities (se:name, "
         "goog:chromeOptions, ...); objects merge, lists append.",
     )
+    egress_allow: str = _setting(
+        "",
+        "Private or local servers screens may reach: host:port, [IPv6]:port, "
+        "addresses or CIDR blocks, separated by commas or spaces.",
+    )
     browsers: int = _setting(1, "Browsers each worker keeps warm (runs at once).")
     max_tasks_per_app: int = _setting(5, "Tasks an app may have.")
     default_timeout: float = _setting(10.0, "Seconds a run may last by default.")

@@ -12,8 +12,10 @@ it. Past the deadline (plus `KILL_GRACE`) the whole browser is killed, which
 also frees the thread blocked on it, the run answers with a timeout, and the
 pool launches a replacement in the background.
 
-Known shortcoming: nothing here limits where a page may connect; rules on
-private, loopback and metadata addresses are not there yet.
+Every request of the browsers goes through the runtime's egress proxy
+(`runtimes.egress_guard`): a screen reaches its own origin, the public network
+and the servers in `APPTASKS_EGRESS_ALLOW`, never the worker's machine or its
+networks, nor `file:` URLs.
 
 A context costs Chromium a new renderer process, made between runs: a run that
 finds its browser ready pays nothing for it. Runs queued back to back on one
@@ -23,8 +25,8 @@ full browser on a 2-core machine.
 
 Chromium 156 still sends a few requests of its own while idle
 (accounts.google.com/ListAccounts, update.googleapis.com) despite its flags;
-the default `APPTASKS_CHROME_ARGUMENTS` refuses to resolve those hosts, and the
-tests refuse every host but 127.0.0.1.
+the egress proxy refuses those hosts without resolving them, and the default
+`APPTASKS_CHROME_ARGUMENTS` maps them to nothing as well.
 
 Known shortcoming: a result is measured against the size limit only after the
 browser has sent all of it, so a huge result still costs memory once.
@@ -55,6 +57,7 @@ from runtimes.chrome_browser import (
     ChromeBrowser,
     first_line,
 )
+from runtimes.egress_guard import EgressGuard
 from runtimes.pool import (
     BrowserPool,
     NoFreeBrowser,
@@ -75,9 +78,9 @@ class ChromeRuntime:
     """Runs screens in `settings.browsers` warm headless Chromium browsers.
 
     The `APPTASKS_CHROME_ARGUMENTS` setting and then `extra_arguments` are
-    added to every Chromium command line, after the runtime's own flags; a
-    deployment can use them for a proxy or resolver rules. `hooks` is the
-    plugin manager's hook relay, for `apptasks_browser_options`.
+    added to every Chromium command line, after the runtime's own flags and
+    before the egress proxy's, which none may change. `hooks` is the plugin
+    manager's hook relay, for `apptasks_browser_options`.
     """
 
     name: ClassVar[str] = "chrome"
@@ -95,6 +98,7 @@ class ChromeRuntime:
             *shlex.split(settings.chrome_arguments),
             *extra_arguments,
         )
+        self.egress = EgressGuard(settings)
         self.folder: Path | None = None
         self.browser_version = ""
         self._pool: BrowserPool[ChromeBrowser] | None = None
@@ -106,14 +110,16 @@ class ChromeRuntime:
             raise ConfigurationError(
                 f"APPTASKS_BROWSERS={self.settings.browsers}: need at least 1"
             )
+        await self.egress.start()
         self.folder = Path(tempfile.mkdtemp(prefix="apptasks-chrome-"))
-        launch = partial(self._launch, self.folder)
+        launch = self.egress.launching(partial(self._launch, self.folder))
         pool = BrowserPool(self.settings.browsers, launch, RESET_TIMEOUT)
 
         try:
             await pool.start()
         except Exception as exc:
             await call_in_thread(partial(_remove_folder, self.folder), LAUNCH_TIMEOUT)
+            await self.egress.stop()
             raise ConfigurationError(
                 f"the chrome runtime could not start Chromium "
                 f"({self.settings.chrome_binary}) through ChromeDriver "
@@ -134,6 +140,7 @@ class ChromeRuntime:
             await pool.stop()
         if self.folder is not None:
             await call_in_thread(partial(_remove_folder, self.folder), LAUNCH_TIMEOUT)
+        await self.egress.stop()
         logger.info("chrome runtime stopped")
 
     async def execute(self, request: RunRequest) -> RunOutcome:
@@ -150,7 +157,8 @@ class ChromeRuntime:
             return failed_outcome(RUNTIME_ERROR, "the chrome runtime is not running")
         try:
             async with pool.lease(request.seconds_left) as browser:
-                outcome = await self._run(browser, request, arguments, started)
+                with self.egress.screen(request.url):
+                    outcome = await self._run(browser, request, arguments, started)
         except NoFreeBrowser:
             outcome = failed_outcome(
                 TIMEOUT_ERROR,
@@ -214,6 +222,7 @@ class ChromeRuntime:
             self.settings,
             self.extra_arguments,
             self.hooks,
+            self.egress.chrome_arguments(),
         )
         started = time.monotonic()
 

@@ -62,10 +62,11 @@ from runtimes.chrome_launch import (
 from runtimes.processes import kill_tree, wait_until_gone
 from runtimes.shim import (
     CONSOLE_SCRIPT,
-    HAS_SHIM_SCRIPT,
     INVOKE_SCRIPT,
+    PAGE_WITHOUT_SHIM_SCRIPT,
     console_lines,
     failed_outcome,
+    missing_shim_message,
     read_answer,
 )
 
@@ -99,7 +100,11 @@ class RunContext:
 
 
 class ChromeBrowser:
-    """One chromedriver, its Chromium, and the folder they own."""
+    """One chromedriver, its Chromium, and the folder they own.
+
+    `final_arguments` end Chromium's command line, after the settings' and the
+    plugins' arguments: the runtime gives the egress proxy's flags there.
+    """
 
     def __init__(
         self,
@@ -108,12 +113,14 @@ class ChromeBrowser:
         settings: Settings,
         extra_arguments: Sequence[str] = (),
         hooks: Any = None,
+        final_arguments: Sequence[str] = (),
     ) -> None:
         self.number = number
         self.folder = folder
         self.settings = settings
         self.extra_arguments = tuple(extra_arguments)
         self.hooks = hooks
+        self.final_arguments = tuple(final_arguments)
         self.broken = False
         self.version = ""
         self.process: subprocess.Popen[bytes] | None = None
@@ -143,7 +150,7 @@ class ChromeBrowser:
         options = chromium_options(
             self.settings, profile, self.extra_arguments, self.hooks
         )
-        command = command_line(options)
+        command = command_line(options, self.final_arguments)
 
         # Sessions of their own let kill() reach each with its helpers in one
         # signal.
@@ -356,12 +363,9 @@ class ChromeBrowser:
     def _no_answer(self, url: str) -> RunOutcome:
         # The invoke script answers null without a shim; WebDriver also gives
         # null when a dialog interrupts the script.
-        if not self._driver().execute_script(HAS_SHIM_SCRIPT):
-            return failed_outcome(
-                RUNTIME_ERROR,
-                f"the page at {url} is not an App Tasks screen page "
-                "(the shim is missing)",
-            )
+        page_text = self._driver().execute_script(PAGE_WITHOUT_SHIM_SCRIPT)
+        if page_text is not None:
+            return failed_outcome(RUNTIME_ERROR, missing_shim_message(url, page_text))
         return failed_outcome(
             RUNTIME_ERROR,
             "the screen opened a dialog (alert, confirm or prompt) while its "

@@ -10,6 +10,12 @@ Plugins still get Selenium `ChromeOptions` to change (`apptasks_browser_options`
 from which the command line is built: the binary and the arguments. What
 chromedriver alone would have applied (extensions, preferences, a proxy
 capability) is refused rather than lost.
+
+Every request of the browser goes through the runtime's egress proxy
+(`runtimes.egress_guard`): its flags (`egress_arguments`) come last on the
+command line, after the settings' and the plugins' arguments, and any argument
+that could change where requests go is refused, because some of Chromium's
+proxy switches win over `--proxy-server` wherever they stand.
 """
 
 from __future__ import annotations
@@ -56,6 +62,21 @@ AUTOMATION_FLAGS = (
     # Chromium picks a free port and writes it to the profile; it listens on
     # 127.0.0.1 only.
     "--remote-debugging-port=0",
+)
+# Switches that decide where Chromium's requests go. Chromium reads the last
+# value of a repeated switch, but --no-proxy-server, --proxy-pac-url and
+# --proxy-auto-detect win over --proxy-server wherever they stand.
+EGRESS_SWITCHES = frozenset(
+    (
+        "--proxy-server",
+        "--proxy-bypass-list",
+        "--no-proxy-server",
+        "--proxy-pac-url",
+        "--proxy-auto-detect",
+        "--winhttp-proxy-resolver",
+        "--force-webrtc-ip-handling-policy",
+        "--webrtc-ip-handling-policy",
+    )
 )
 # Without a first page, Debian's Chromium opens the new-tab page, which it fills
 # from start.duckduckgo.com, and the headless shell opens none.
@@ -107,8 +128,31 @@ def apply_plugins(
             ) from exc
 
 
-def command_line(options: webdriver.ChromeOptions) -> list[str]:
-    """Chromium's command line: binary, arguments, automation flags, first page."""
+def egress_arguments(proxy_url: str) -> tuple[str, ...]:
+    """Flags that send every request of Chromium through the proxy at `proxy_url`.
+
+    `<-loopback>` removes Chromium's implicit bypass of localhost and
+    127.0.0.0/8, so a page's requests for loopback reach the proxy too, which
+    refuses them. WebRTC may send UDP only through a proxy, and an HTTP proxy
+    carries none: a page gets no UDP at all. The headless shell reads that
+    policy from the first WebRTC switch, the full browser from the second.
+    """
+    return (
+        f"--proxy-server={proxy_url}",
+        "--proxy-bypass-list=<-loopback>",
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    )
+
+
+def command_line(
+    options: webdriver.ChromeOptions, final_arguments: Sequence[str] = ()
+) -> list[str]:
+    """Chromium's command line: binary, arguments, automation flags, first page.
+
+    `final_arguments` (the egress flags) come after every other argument, so
+    that none before them can override them.
+    """
     ignored = [
         name
         for name, value in (
@@ -122,9 +166,28 @@ def command_line(options: webdriver.ChromeOptions) -> list[str]:
         raise LaunchError(
             f"the chrome runtime starts Chromium from the options' binary and "
             f"arguments only, so {' and '.join(ignored)} would be ignored: give "
-            "them as arguments instead (--load-extension=..., --proxy-server=...)"
+            "them as arguments instead (--load-extension=...; a proxy is the "
+            "runtime's own)"
         )
-    return [options.binary_location, *options.arguments, *AUTOMATION_FLAGS, FIRST_PAGE]
+    redirecting = [
+        argument
+        for argument in options.arguments
+        if argument.split("=", 1)[0] in EGRESS_SWITCHES
+    ]
+    if redirecting:
+        raise LaunchError(
+            f"the chrome runtime sends every request through its egress proxy, so "
+            f"{', '.join(map(repr, redirecting))} cannot be given (in "
+            "APPTASKS_CHROME_ARGUMENTS or by a plugin); to let screens reach a "
+            "local server, list it in APPTASKS_EGRESS_ALLOW"
+        )
+    return [
+        options.binary_location,
+        *options.arguments,
+        *AUTOMATION_FLAGS,
+        *final_arguments,
+        FIRST_PAGE,
+    ]
 
 
 def wait_for_devtools_port(

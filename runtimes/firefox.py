@@ -11,6 +11,11 @@ about that page any more. Past the deadline (plus `KILL_GRACE`) the whole
 browser is killed, which also frees the thread blocked on it, the run answers
 with a timeout, and the pool launches a replacement in the background.
 
+Every request of the browsers goes through the runtime's egress proxy
+(`runtimes.egress_guard`): a screen reaches its own origin, the public network
+and the servers in `APPTASKS_EGRESS_ALLOW`, never the worker's machine or its
+networks, nor `file:` URLs.
+
 Known shortcoming: with site isolation off (see `firefox_preferences`), runs
 share content processes; only their storage is kept apart, per user context.
 
@@ -37,6 +42,7 @@ from apptasks.execution import RUNTIME_ERROR, TIMEOUT_ERROR, RunOutcome, RunRequ
 from apptasks.hooks import hookimpl
 from apptasks.settings import Settings
 from runtimes.chrome_browser import BrowserFailure, first_line
+from runtimes.egress_guard import EgressGuard
 from runtimes.firefox_browser import (
     CLOSE_WAIT,
     DEFAULT_FIREFOX_BINARY,
@@ -67,8 +73,8 @@ class FirefoxRuntime:
     """Runs screens in `settings.browsers` warm headless Firefox browsers.
 
     The `APPTASKS_FIREFOX_PREFERENCES` setting (a JSON object) and then
-    `extra_preferences` are set on every Firefox, over the runtime's own; a
-    deployment can use them for a proxy.
+    `extra_preferences` are set on every Firefox, over the runtime's own but
+    under the egress proxy's, which neither they nor a plugin can change.
     """
 
     name: ClassVar[str] = "firefox"
@@ -86,6 +92,7 @@ class FirefoxRuntime:
             **configured_preferences(settings),
             **(extra_preferences or {}),
         }
+        self.egress = EgressGuard(settings)
         self.folder: Path | None = None
         self.browser_version = ""
         self._pool: BrowserPool[FirefoxBrowser] | None = None
@@ -98,14 +105,16 @@ class FirefoxRuntime:
                 f"APPTASKS_BROWSERS={self.settings.browsers}: need at least 1"
             )
         driver = geckodriver_path(self.settings)
+        await self.egress.start()
         self.folder = Path(tempfile.mkdtemp(prefix="apptasks-firefox-"))
-        launch = partial(self._launch, self.folder)
+        launch = self.egress.launching(partial(self._launch, self.folder))
         pool = BrowserPool(self.settings.browsers, launch, RESET_TIMEOUT)
 
         try:
             await pool.start()
         except Exception as exc:
             await call_in_thread(partial(_remove_folder, self.folder), LAUNCH_TIMEOUT)
+            await self.egress.stop()
             binary = getattr(self.settings, "firefox_binary", DEFAULT_FIREFOX_BINARY)
             raise ConfigurationError(
                 f"the firefox runtime could not start Firefox ({binary}) through "
@@ -133,6 +142,7 @@ class FirefoxRuntime:
             if survivors:
                 logger.warning("firefox processes %s survived SIGKILL", survivors)
             await call_in_thread(partial(_remove_folder, self.folder), LAUNCH_TIMEOUT)
+        await self.egress.stop()
         logger.info("firefox runtime stopped")
 
     async def execute(self, request: RunRequest) -> RunOutcome:
@@ -149,7 +159,8 @@ class FirefoxRuntime:
             return failed_outcome(RUNTIME_ERROR, "the firefox runtime is not running")
         try:
             async with pool.lease(request.seconds_left) as browser:
-                outcome = await self._run(browser, request, arguments, started)
+                with self.egress.screen(request.url):
+                    outcome = await self._run(browser, request, arguments, started)
         except NoFreeBrowser:
             outcome = failed_outcome(
                 TIMEOUT_ERROR,
@@ -213,6 +224,7 @@ class FirefoxRuntime:
             self.settings,
             preferences=self.preferences,
             hooks=self.hooks,
+            final_preferences=self.egress.firefox_preferences(),
         )
         started = time.monotonic()
 

@@ -59,10 +59,11 @@ from runtimes.firefox_preferences import (
 from runtimes.processes import kill_tree, wait_until_gone
 from runtimes.shim import (
     CONSOLE_SCRIPT,
-    HAS_SHIM_SCRIPT,
     INVOKE_SCRIPT,
+    PAGE_WITHOUT_SHIM_SCRIPT,
     console_lines,
     failed_outcome,
+    missing_shim_message,
     read_answer,
 )
 
@@ -91,7 +92,11 @@ BIDI_TIMEOUT = 5.0
 
 
 class FirefoxBrowser:
-    """One geckodriver, its Firefox, and the folder they own."""
+    """One geckodriver, its Firefox, and the folder they own.
+
+    `final_preferences` are set last, over the settings' and the plugins'
+    preferences: the runtime gives the egress proxy's preferences there.
+    """
 
     def __init__(
         self,
@@ -100,12 +105,14 @@ class FirefoxBrowser:
         settings: Settings,
         preferences: Mapping[str, Preference] | None = None,
         hooks: Any = None,
+        final_preferences: Mapping[str, Preference] | None = None,
     ) -> None:
         self.number = number
         self.folder = folder
         self.settings = settings
         self.preferences = dict(preferences or {})
         self.hooks = hooks
+        self.final_preferences = dict(final_preferences or {})
         self.broken = False
         self.version = ""
         self.service: Service | None = None
@@ -294,6 +301,14 @@ class FirefoxBrowser:
         # Nobody can answer alert() in a task; dismissing keeps the browser usable.
         options.unhandled_prompt_behavior = "dismiss"
         self._apply_plugins(options)
+        if options.proxy is not None:
+            raise BrowserFailure(
+                "a plugin set a WebDriver proxy capability, which would take "
+                "requests past the runtime's egress proxy; to let screens reach "
+                "a local server, list it in APPTASKS_EGRESS_ALLOW"
+            )
+        for name, value in self.final_preferences.items():
+            options.set_preference(name, value)
         return options
 
     def _apply_plugins(self, options: webdriver.FirefoxOptions) -> None:
@@ -347,12 +362,9 @@ class FirefoxBrowser:
     def _no_answer(self, url: str) -> RunOutcome:
         # The invoke script answers null without a shim; WebDriver also gives
         # null when a dialog interrupts the script.
-        if not self._driver().execute_script(HAS_SHIM_SCRIPT):
-            return failed_outcome(
-                RUNTIME_ERROR,
-                f"the page at {url} is not an App Tasks screen page "
-                "(the shim is missing)",
-            )
+        page_text = self._driver().execute_script(PAGE_WITHOUT_SHIM_SCRIPT)
+        if page_text is not None:
+            return failed_outcome(RUNTIME_ERROR, missing_shim_message(url, page_text))
         return failed_outcome(
             RUNTIME_ERROR,
             "the screen opened a dialog (alert, confirm or prompt) while its "

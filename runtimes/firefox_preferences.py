@@ -2,8 +2,9 @@
 
 Firefox calls out on its own (updates, telemetry, experiments, remote settings,
 safe-browsing lists, captive-portal and connectivity probes, push) unless its
-preferences say otherwise; `QUIET_PREFERENCES` says otherwise for each. None of
-them limits where a screen itself may connect.
+preferences say otherwise; `QUIET_PREFERENCES` says otherwise for each. Where a
+screen itself may connect is up to the runtime's egress proxy, which
+`egress_preferences` sends every request to, loopback included.
 
 A screen runs JavaScript only. Preferences stop images and downloadable fonts,
 but Firefox has none for stylesheets or media, so a small extension cancels
@@ -157,13 +158,55 @@ def runtime_preferences() -> dict[str, Preference]:
     }
 
 
+def egress_preferences(proxy_port: int) -> dict[str, Preference]:
+    """Preferences that send every request of Firefox to the proxy on `proxy_port`.
+
+    Set over every other preference, so that no setting or plugin can change
+    them. Loopback addresses and `localhost` go to the proxy too (Firefox
+    bypasses it for them by default), nothing falls back to a direct connection
+    when the proxy refuses, and neither HTTP/3 nor WebTransport (UDP, which an
+    HTTP proxy cannot carry) nor WebRTC outside the proxy is left to go around
+    it. No name is resolved ahead of a request, or by Firefox at all: the proxy
+    resolves each name it is asked for.
+    """
+    proxy = "127.0.0.1"
+    return {
+        "network.proxy.type": 1,
+        "network.proxy.http": proxy,
+        "network.proxy.http_port": proxy_port,
+        "network.proxy.ssl": proxy,
+        "network.proxy.ssl_port": proxy_port,
+        "network.proxy.share_proxy_settings": False,
+        "network.proxy.socks": "",
+        "network.proxy.socks_port": 0,
+        "network.proxy.socks_remote_dns": True,
+        "network.proxy.no_proxies_on": "",
+        "network.proxy.allow_hijacking_localhost": True,
+        "network.proxy.failover_direct": False,
+        "network.http.http3.enable": False,
+        "network.webtransport.enabled": False,
+        # WebRTC is off (`QUIET_PREFERENCES`); should a deployment turn it on,
+        # it may still only relay through a TURN server reached by the proxy.
+        "media.peerconnection.ice.proxy_only": True,
+        "media.peerconnection.ice.no_host": True,
+        "media.peerconnection.ice.default_address_only": True,
+        "network.dns.disablePrefetch": True,
+        "network.dns.disablePrefetchFromHTTPS": True,
+        "network.predictor.enabled": False,
+        "network.prefetch-next": False,
+        "network.http.speculative-parallel-limit": 0,
+    }
+
+
 def loopback_only_preferences(closed_port: int = 1) -> dict[str, Preference]:
     """Preferences that keep Firefox off every address but 127.0.0.1.
 
     Firefox resolves no names at all (IP literals still work), and sends every
     request but those for loopback addresses to a proxy on a closed loopback
     port, where it fails: nothing leaves the machine, and screens on 127.0.0.1
-    still load. For tests, and for deployments that want the same.
+    still load. For tests, and for Firefox started without the runtime: the
+    runtime sets `egress_preferences` over the proxy entries here, and keeps
+    the rest.
     """
     proxy = "127.0.0.1"
     return {

@@ -27,6 +27,13 @@ shim.invoke(JSON.parse(arguments[0]), JSON.parse(arguments[1])).then(
 );
 """
 HAS_SHIM_SCRIPT = "return Boolean(window.__apptasks);"
+# Null on a screen page; on any other page, the start of what it reads: a
+# server's error page, or the egress proxy's answer when the screen origin
+# could not be reached.
+PAGE_WITHOUT_SHIM_SCRIPT = """
+if (window.__apptasks) { return null; }
+return document.body ? document.body.innerText.slice(0, 300) : "";
+"""
 CONSOLE_SCRIPT = "return window.__apptasks ? window.__apptasks.console.slice() : [];"
 
 
@@ -83,6 +90,13 @@ def console_lines(lines: Any) -> list[str]:
     if not isinstance(lines, list):
         return []
     return [line if isinstance(line, str) else str(line) for line in lines]
+
+
+def missing_shim_message(url: str, page_text: Any) -> str:
+    """Why a run failed on a page without the shim, quoting what the page reads."""
+    message = f"the page at {url} is not an App Tasks screen page (the shim is missing)"
+    text = " ".join(str(page_text or "").split())
+    return f"{message}; it reads {text!r}" if text else message
 
 
 def failed_outcome(error_type: str, message: str) -> RunOutcome:
