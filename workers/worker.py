@@ -63,8 +63,9 @@ class WorkerProcess:
         self.settings = settings
         self.plugins = build_plugin_manager(settings)
         self.runtime = build_runtime(settings, self.plugins)
-        # Shared by every queue loop: arq adds its own entries (`redis`).
-        self.ctx: dict[str, Any] = {}
+        # Shared by every queue loop, which adds its own entries (`redis`); not
+        # empty, since arq replaces an empty one (`ctx or {}`) with its own.
+        self.ctx: dict[str, Any] = {"settings": settings}
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:

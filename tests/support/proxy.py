@@ -3,8 +3,11 @@
 `TcpProxy` listens on 127.0.0.1 and forwards every connection to a port on
 127.0.0.1. `cut()` drops every forwarded connection and stops listening, so
 that new connections are refused, as when a database server goes away;
-`restore()` listens again on the same port. It runs its own event loop in a
-thread, so that it keeps forwarding while a test blocks.
+`restore()` listens again on the same port. `lose_reply_to(marker)` stages a
+lost acknowledgement: the next request that contains `marker` reaches the
+server, and the connection dies before the server's answer reaches the client.
+It runs its own event loop in a thread, so that it keeps forwarding while a
+test blocks.
 """
 
 from __future__ import annotations
@@ -12,12 +15,27 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 LOOPBACK = "127.0.0.1"
 CHUNK = 65536
 
 T = TypeVar("T")
+
+
+@dataclass
+class _Link:
+    """One forwarded connection: the client's side and the server's."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    lose_next_reply: bool = False
+
+    def abort(self) -> None:
+        # abort, not close: the peers see a reset, as when a server dies.
+        self.client.transport.abort()
+        self.server.transport.abort()
 
 
 class TcpProxy:
@@ -31,7 +49,10 @@ class TcpProxy:
             target=self._loop.run_forever, name="tcp-proxy", daemon=True
         )
         self._server: asyncio.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
+        self._links: list[_Link] = []
+        self._lose_reply_to: bytes | None = None
+        # Answers dropped by `lose_reply_to`, read by tests.
+        self.replies_lost = 0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -45,16 +66,15 @@ class TcpProxy:
     def restore(self) -> None:
         self._call(self._listen())
 
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Drop the answer to the next request containing `marker`, and its link."""
+        self._loop.call_soon_threadsafe(setattr, self, "_lose_reply_to", marker)
+
     def stop(self) -> None:
         self._call(self._cut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
-
-    @property
-    def connections(self) -> int:
-        """Client connections being forwarded now."""
-        return len(self._links) // 2
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
@@ -69,9 +89,8 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for writer in list(self._links):
-            # abort, not close: the peer sees a reset, as when a server dies.
-            writer.transport.abort()
+        for link in self._links:
+            link.abort()
         self._links.clear()
 
     async def _forward(
@@ -84,20 +103,39 @@ class TcpProxy:
         except OSError:
             client_writer.transport.abort()
             return
-        self._links.update((client_writer, server_writer))
-        await asyncio.gather(
-            self._pump(client_reader, server_writer),
-            self._pump(server_reader, client_writer),
-        )
-        self._links.difference_update((client_writer, server_writer))
+        link = _Link(client_writer, server_writer)
+        self._links.append(link)
+        try:
+            await asyncio.gather(
+                self._requests(client_reader, link), self._replies(server_reader, link)
+            )
+        finally:
+            if link in self._links:
+                self._links.remove(link)
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _requests(self, reader: asyncio.StreamReader, link: _Link) -> None:
         try:
             while data := await reader.read(CHUNK):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
+                marker = self._lose_reply_to
+                if marker is not None and marker in data:
+                    self._lose_reply_to = None
+                    link.lose_next_reply = True
+                link.server.write(data)
+                await link.server.drain()
+        except OSError:
             pass
         finally:
-            writer.transport.abort()
+            link.abort()
+
+    async def _replies(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        try:
+            while data := await reader.read(CHUNK):
+                if link.lose_next_reply:
+                    self.replies_lost += 1
+                    break
+                link.client.write(data)
+                await link.client.drain()
+        except OSError:
+            pass
+        finally:
+            link.abort()
