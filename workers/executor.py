@@ -72,6 +72,10 @@ class RunExecutor:
         worker): there is nothing to do, and its end is someone else's. Its
         database writes ride out an outage of up to `PATIENCE_SECONDS`; its
         announcements are dropped, with a warning, when Redis stays away.
+
+        Known shortcoming: a run whose start cannot be recorded within
+        `PATIENCE_SECONDS` stays queued with its job spent, and one whose end
+        cannot be recorded ends `WorkerLost` once its lease runs out.
         """
         if await records.start(order.run_id, self.worker_name, order.timeout) is None:
             logger.info(

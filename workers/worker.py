@@ -12,6 +12,10 @@ die with its Redis connection.
 
 SIGTERM and SIGINT stop a worker the arq way whatever the state of its loop: it
 takes no new job, and those in flight may finish.
+
+Known shortcoming: arq's connections have no socket timeout, so a Redis that
+hangs, rather than refusing connections, holds the queue loop until it answers
+or the connection breaks; nothing restarts the loop meanwhile.
 """
 
 from __future__ import annotations

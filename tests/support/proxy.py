@@ -3,7 +3,9 @@
 `TcpProxy` listens on 127.0.0.1 and forwards every connection to a port on
 127.0.0.1. `cut()` drops every forwarded connection and stops listening, so
 that new connections are refused, as when a database server goes away;
-`restore()` listens again on the same port. `lose_reply_to(marker)` stages a
+`stall()` keeps every connection open but carries nothing, as when a server
+hangs or the network drops packets; `restore()` ends either, dropping what was
+stalled and listening again on the same port. `lose_reply_to(marker)` stages a
 lost acknowledgement: the next request that contains `marker` reaches the
 server, and the connection dies before the server's answer reaches the client.
 It runs its own event loop in a thread, so that it keeps forwarding while a
@@ -51,6 +53,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._links: list[_Link] = []
         self._lose_reply_to: bytes | None = None
+        self._stalled = False
         # Answers dropped by `lose_reply_to`, read by tests.
         self.replies_lost = 0
 
@@ -63,8 +66,12 @@ class TcpProxy:
         """Drop every connection and refuse new ones until `restore()`."""
         self._call(self._cut())
 
+    def stall(self) -> None:
+        """Carry nothing, on old connections or new ones, until `restore()`."""
+        self._loop.call_soon_threadsafe(setattr, self, "_stalled", True)
+
     def restore(self) -> None:
-        self._call(self._listen())
+        self._call(self._restore())
 
     def lose_reply_to(self, marker: bytes) -> None:
         """Drop the answer to the next request containing `marker`, and its link."""
@@ -84,6 +91,13 @@ class TcpProxy:
             self._forward, LOOPBACK, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _restore(self) -> None:
+        if self._stalled:
+            self._stalled = False
+            await self._cut()
+        if self._server is None:
+            await self._listen()
 
     async def _cut(self) -> None:
         if self._server is not None:
@@ -116,6 +130,8 @@ class TcpProxy:
     async def _requests(self, reader: asyncio.StreamReader, link: _Link) -> None:
         try:
             while data := await reader.read(CHUNK):
+                if self._stalled:
+                    continue
                 marker = self._lose_reply_to
                 if marker is not None and marker in data:
                     self._lose_reply_to = None
@@ -130,6 +146,8 @@ class TcpProxy:
     async def _replies(self, reader: asyncio.StreamReader, link: _Link) -> None:
         try:
             while data := await reader.read(CHUNK):
+                if self._stalled:
+                    continue
                 if link.lose_next_reply:
                     self.replies_lost += 1
                     break

@@ -321,6 +321,37 @@ async def test_an_end_whose_commit_acknowledgement_is_lost_is_recorded_once(
     assert "run outcome dropped" not in log
 
 
+async def test_a_hung_postgres_gets_a_prompt_service_unavailable_then_works_again(
+    postgres_proxy: tuple[TcpProxy, str],
+    own_redis: RedisServer,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """A server that stops answering, rather than refusing: the timeouts end the wait.
+
+    The URL's own `timeout` and `command_timeout` stand in for the defaults.
+    """
+    proxy, proxied_url = postgres_proxy
+    hung_after = f"{proxied_url}?timeout=1&command_timeout=1"
+    service = service_with(tmp_path / "service", own_redis.url, database_url=hung_after)
+    services.append(service.start())
+    client = await new_app(service.url)
+    await new_task(client, screen("hello.html"), name="quick")
+
+    proxy.stall()
+    started = time.monotonic()
+    error = await client.error(RUNS)
+    took = time.monotonic() - started
+    proxy.restore()
+    quick = await run_task(client, "quick")
+    await wait_for_status(client, quick, {"COMPLETED"}, 20)
+
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert error["extensions"]["service"] == "the database"
+    assert took < 4, f"the API took {took:.1f} s"
+    await assert_each_run_ended_once(client, [quick])
+
+
 # SQLite
 
 
