@@ -20,13 +20,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from tortoise import Tortoise
 
-from apptasks import db
+from apptasks import db, records
 from apptasks.apps import create_app
 from apptasks.errors import Unavailable
 from apptasks.models import Run, Task
 from apptasks.pages import create_page
-from apptasks.runs import Environment, on_demand_order
+from apptasks.runs import Environment, RunOrder, on_demand_order
 from apptasks.settings import Settings
 from apptasks.tasks import TaskInput, create_task
 from tests.support.graphql import Client, new_app, new_task
@@ -404,3 +405,73 @@ async def exclusive_lock(path: Path) -> AsyncIterator[None]:
             yield
         finally:
             holder.execute("ROLLBACK")
+
+
+# Lost acknowledgements, in this process against a real SQLite file: the
+# statement takes effect, then its answer is lost on the way back.
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Settings]:
+    settings = Settings(data_dir=tmp_path / "data")
+    await db.migrate(settings)
+    await db.connect(settings)
+    try:
+        yield settings
+    finally:
+        await db.close()
+
+
+def lose_answer_once(
+    monkeypatch: pytest.MonkeyPatch, method: str, marker: str
+) -> list[str]:
+    """The next statement containing `marker` runs, then its answer is lost."""
+    connection = Tortoise.get_connection("default")
+    real = getattr(connection, method)
+    lost: list[str] = []
+
+    async def run_then_lose(query: str, *values: Any) -> Any:
+        answer = await real(query, *values)
+        if marker in query and not lost:
+            lost.append(query)
+            raise ConnectionResetError("the answer was lost on the way back")
+        return answer
+
+    monkeypatch.setattr(connection, method, run_then_lose)
+    return lost
+
+
+async def test_a_start_whose_answer_is_lost_still_takes_the_run(
+    database: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = await _order(database)
+    await records.accept(order)
+    lost = lose_answer_once(monkeypatch, "execute_query", '"worker"')
+
+    taken = await records.start(order.run_id, "worker-a", order.timeout)
+
+    assert len(lost) == 1
+    assert taken == order
+    run = await Run.get(id=order.run_id)
+    assert (run.status, run.worker) == ("running", "worker-a")
+
+
+async def test_an_accept_whose_answer_is_lost_records_the_run_once(
+    database: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = await _order(database)
+    lost = lose_answer_once(monkeypatch, "execute_insert", '"runs"')
+
+    run = await records.accept(order)
+
+    assert len(lost) == 1
+    assert run.id == order.run_id
+    assert await Run.filter(task_id=order.task_id).count() == 1
+
+
+async def _order(settings: Settings) -> RunOrder:
+    app, token = await create_app("acks")
+    task = await _task(app.id, settings)
+    return await on_demand_order(
+        task, {}, Environment.DRAFT, settings, token.token.name
+    )
