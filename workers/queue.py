@@ -27,6 +27,7 @@ from arq.connections import ArqRedis, RedisSettings
 
 from apptasks import records
 from apptasks.broker import REDIS, cancel_channel, masked_url, run_channel, unreachable
+from apptasks.db import unreachable as unreachable_database
 from apptasks.errors import RateLimited, RunPending, Unavailable
 from apptasks.execution import RunError, RunOutcome
 from apptasks.models import Run
@@ -99,33 +100,41 @@ class RunQueue:
         Unavailable: the run was not accepted.
         """
         await records.accept(order, patience=0)
+        doing = f"queueing run {order.run_id}"
         try:
-            await ask_redis(
-                enqueue_run(self.redis, self.settings, order),
-                f"queueing run {order.run_id}",
-            )
+            await ask_redis(enqueue_run(self.redis, self.settings, order), doing)
         except Unavailable as exc:
-            if not await self._withdraw(order.run_id):
-                # The job reached Redis after all and a worker took it.
-                return
             lost = exc.__cause__ or exc
-            raise REDIS.unavailable(
+            if await self._withdraw(order, lost):
+                raise REDIS.unavailable(
+                    lost, doing, "the run was not accepted, and nothing was recorded"
+                ) from lost
+            # Else the job reached Redis after all, and a worker took it.
+
+    async def _withdraw(self, order: RunOrder, lost: BaseException) -> bool:
+        """Withdraw a run that Redis did not take; False if it started anyway.
+
+        `lost` is Redis's error. Without the database too, the run stays
+        queued, and the caller is given its id to cancel it.
+        """
+        try:
+            return await records.withdraw(order.run_id)
+        except Exception as exc:
+            if not unreachable_database(exc):
+                raise
+            logger.warning(
+                "run not withdrawn run=%s: %s; it stays queued without its job",
+                order.run_id,
+                describe(exc),
+            )
+            unavailable = REDIS.unavailable(
                 lost,
                 f"queueing run {order.run_id}",
-                "the run was not accepted, and nothing was recorded",
-            ) from lost
-
-    async def _withdraw(self, run_id: str) -> bool:
-        """Withdraw a run that could not be queued; False if it started anyway."""
-        try:
-            return await records.withdraw(run_id)
-        except Exception as exc:
-            # With the database gone too the run stays queued without a job,
-            # until something queues its work again.
-            logger.warning(
-                "run not withdrawn run=%s: %s; it stays queued", run_id, describe(exc)
+                "the database did not answer either, so the run stays queued "
+                "without its job: cancel it (cancelRun) and try again",
             )
-            return True
+            unavailable.extensions["runId"] = order.run_id
+            raise unavailable from exc
 
     async def cancel(self, app_id: int, run_id: str) -> Run:
         """Cancel a queued or running run, and ask its worker to stop it.
@@ -193,7 +202,7 @@ async def _next_announcement(
             raise
         raise Unavailable(
             f"lost the connection to Redis while waiting for run {order.run_id} "
-            f"({describe(exc)}); the run goes on: follow it with run(id)",
+            f"({type(exc).__name__}); the run goes on: follow it with run(id)",
             service=REDIS.name,
             runId=order.run_id,
         ) from exc

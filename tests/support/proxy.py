@@ -78,7 +78,7 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(setattr, self, "_lose_reply_to", marker)
 
     def stop(self) -> None:
-        self._call(self._cut())
+        self._call(self._shut_down())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -99,6 +99,18 @@ class TcpProxy:
         if self._server is None:
             await self._listen()
 
+    async def _shut_down(self) -> None:
+        """Cut, then let every connection's task end and its socket close."""
+        await self._cut()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        # Aborted transports close their sockets on the loop's next turns.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
     async def _cut(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -117,6 +129,9 @@ class TcpProxy:
         except OSError:
             client_writer.transport.abort()
             return
+        except asyncio.CancelledError:
+            client_writer.transport.abort()
+            raise
         link = _Link(client_writer, server_writer)
         self._links.append(link)
         try:
