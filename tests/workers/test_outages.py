@@ -50,11 +50,13 @@ OUTAGE_SECONDS = 4.0
 PROMPT_SECONDS = REDIS_ANSWER_SECONDS + 2
 
 
-def service_with(folder: Path, redis_url: str, **env: str) -> Service:
+def service_with(
+    folder: Path, redis_url: str, database_url: str = "", **env: str
+) -> Service:
+    """A stub-runtime service whose `slow` task lasts `SLOW`'s delay."""
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "stub-table.json"
     table.write_text(json.dumps(SLOW))
-    database_url = env.pop("database_url", "")
     return Service(
         folder,
         redis_url,
@@ -371,10 +373,10 @@ async def test_a_sqlite_writer_holding_the_lock_delays_a_run_without_failing_it(
     """A lock held for seconds: SQLite waits out its busy timeout, then we retry."""
     folder = tmp_path / "service"
     path = folder / "data" / "apptasks.sqlite3"
-    env = {}
+    database_url = ""
     if busy_timeout_ms is not None:
-        env["database_url"] = f"sqlite://{path}?busy_timeout={busy_timeout_ms}"
-    service = service_with(folder, own_redis.url, **env)
+        database_url = f"sqlite://{path}?busy_timeout={busy_timeout_ms}"
+    service = service_with(folder, own_redis.url, database_url)
     services.append(service.start())
     client = await new_app(service.url)
     await new_task(client, screen("hello.html"), name="slow")
