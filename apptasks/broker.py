@@ -1,20 +1,30 @@
 """Names of the Redis keys and channels App Tasks shares between API and workers.
 
 Every name starts with the `APPTASKS_REDIS_PREFIX`, so that several
-installations (or test sessions) can share one Redis.
+installations (or test sessions) can share one Redis. Also what an outage of
+Redis looks like from here (`unreachable`), and the retries a worker's own
+Redis calls ride it out with (`retrying`).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
+from apptasks import outages
 from apptasks.settings import Settings
 
 RENDER_LINK_GRACE_SECONDS = 30
+
+T = TypeVar("T")
 
 
 def run_channel(settings: Settings, run_id: str) -> str:
@@ -59,3 +69,40 @@ async def resolve_render_link(
 
 async def revoke_render_link(redis: Redis, settings: Settings, secret: str) -> None:
     await redis.delete(_render_key(settings, secret))
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether an error says Redis did not answer, rather than refused a command.
+
+    redis-py reports a lost connection as a WatchError when it happens inside
+    a watched transaction; a loading or restarting server is a ConnectionError.
+    """
+    return any(
+        isinstance(
+            cause, RedisConnectionError | RedisTimeoutError | WatchError | OSError
+        )
+        for cause in outages.causes(error)
+    )
+
+
+REDIS = outages.Dependency("Redis", unreachable)
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    doing: str,
+    patience: float = outages.PATIENCE_SECONDS,
+) -> T:
+    """The operation's result, retried while Redis does not answer."""
+    return await outages.retrying(operation, REDIS, doing, patience)
+
+
+def masked_url(url: str) -> str:
+    """A Redis URL fit for messages and logs: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))

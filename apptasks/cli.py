@@ -186,9 +186,9 @@ def api(settings: Settings) -> int:
 
 
 def worker(settings: Settings) -> int:
-    from workers.worker import build_worker
+    from workers.worker import run_worker
 
-    build_worker(settings).run()
+    run_worker(settings)
     return 0
 
 

@@ -1,16 +1,28 @@
-"""Database set-up: the Tortoise configuration, migrations, connect and close."""
+"""Database set-up: the Tortoise configuration, migrations, connect and close.
+
+Also what an outage of the database looks like from here (`unreachable`), and
+the retries a worker's writes ride it out with (`retrying`).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.exceptions import DBConnectionError
 from tortoise.migrations.api import migrate as tortoise_migrate
 
+from apptasks import outages
 from apptasks.settings import Settings
 
 logger = logging.getLogger("apptasks.db")
+
+T = TypeVar("T")
 
 # SQLite: writers from several processes (API and workers) wait for each other
 # for up to this long instead of failing at once with "database is locked".
@@ -20,6 +32,27 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash
 # of the process loses nothing, a power cut may lose the last commits.
 SQLITE_PRAGMAS = {"busy_timeout": str(SQLITE_BUSY_TIMEOUT_MS), "synchronous": "NORMAL"}
+
+# PostgreSQL: seconds to open a connection, and to wait for any one statement.
+# Without them a server that stops answering (rather than refusing) would hold
+# an API request for asyncpg's default of a minute, or for ever. A URL's own
+# `timeout` and `command_timeout` parameters win.
+POSTGRES_CONNECT_TIMEOUT = 5.0
+POSTGRES_COMMAND_TIMEOUT = 10.0
+POSTGRES_ENGINE = "tortoise.backends.asyncpg"
+
+# Errors of a connection lost or refused, and asyncpg's for a server that is
+# going away or not taking connections yet; a refused query (a constraint, bad
+# SQL) is none of these.
+_OUTAGES = (
+    OSError,
+    DBConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def database_url(settings: Settings) -> str:
@@ -33,9 +66,24 @@ def database_url(settings: Settings) -> str:
     return url
 
 
+def connection_config(settings: Settings) -> str | dict[str, Any]:
+    """The Tortoise connection: the URL, with timeouts added for PostgreSQL."""
+    url = database_url(settings)
+    config = expand_db_url(url)
+    if config["engine"] != POSTGRES_ENGINE:
+        return url
+    credentials = config["credentials"]
+    credentials.setdefault("timeout", POSTGRES_CONNECT_TIMEOUT)
+    # Tortoise passes unknown URL parameters on as text; asyncpg wants a number.
+    credentials["command_timeout"] = float(
+        credentials.get("command_timeout", POSTGRES_COMMAND_TIMEOUT)
+    )
+    return config
+
+
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url(settings)},
+        "connections": {"default": connection_config(settings)},
         "apps": {
             "models": {
                 "models": ["apptasks.models"],
@@ -67,3 +115,38 @@ async def connect(settings: Settings) -> None:
 
 async def close() -> None:
     await Tortoise.close_connections()
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether an error says the database did not answer, not that it refused.
+
+    A lost or refused connection, a timeout, a server shutting down or
+    starting, and a SQLite file locked by another writer for longer than its
+    busy timeout: all pass by themselves, so the step may be tried again.
+    """
+    for cause in outages.causes(error):
+        if isinstance(cause, _OUTAGES):
+            return True
+        if isinstance(cause, asyncpg.InterfaceError) and "closed" in str(cause):
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and (
+            "locked" in str(cause) or "busy" in str(cause)
+        ):
+            return True
+    return False
+
+
+DATABASE = outages.Dependency("the database", unreachable)
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    doing: str,
+    patience: float = outages.PATIENCE_SECONDS,
+) -> T:
+    """The operation's result, retried while the database does not answer.
+
+    Only for operations that cannot take effect twice: compare-and-sets, or
+    writes that check for their own earlier success.
+    """
+    return await outages.retrying(operation, DATABASE, doing, patience)

@@ -10,6 +10,11 @@ Statuses: `queued` -> `running` -> `completed` | `failed` | `timed_out`, and
 `cancelled` from either of the first two. A worker that takes a run holds a
 lease until the run's limit plus `LEASE_MARGIN`; a run still `running` past its
 lease belongs to a worker that died, and ends `failed` with `WorkerLost`.
+
+A worker retries its steps while the database does not answer (`db.retrying`).
+A retry after a commit whose acknowledgement was lost would find its own
+compare-and-set already done, so each step also recognises its own earlier
+write, and writes nothing more.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from apptasks import db, outages
 from apptasks.errors import BadInput, NotFound
 from apptasks.execution import RunError, RunOutcome
 from apptasks.logs import record_run
@@ -51,59 +57,140 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def accept(order: RunOrder, *, status: str = QUEUED) -> Run:
-    """Record a run the service has taken on, before any work is queued for it."""
-    return await Run.create(
-        id=order.run_id,
-        app_id=order.app_id,
-        task_id=order.task_id,
-        task_name=order.task_name,
-        mode=order.mode,
-        status=status,
-        environment=order.environment,
-        page_version=order.page_version,
-        fire_at=datetime.fromisoformat(order.fire_at) if order.fire_at else None,
-        order=order.to_message(),
-    )
+async def accept(
+    order: RunOrder, *, status: str = QUEUED, patience: float = outages.PATIENCE_SECONDS
+) -> Run:
+    """Record a run the service has taken on, before any work is queued for it.
+
+    Retried for up to `patience` seconds while the database does not answer,
+    then Unavailable; the API passes 0, so that its caller hears at once.
+    """
+    attempts = 0
+
+    async def record() -> Run:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            # The last attempt may have been committed, its answer lost.
+            earlier = await Run.get_or_none(id=order.run_id)
+            if earlier is not None:
+                return earlier
+        return await Run.create(
+            id=order.run_id,
+            app_id=order.app_id,
+            task_id=order.task_id,
+            task_name=order.task_name,
+            mode=order.mode,
+            status=status,
+            environment=order.environment,
+            page_version=order.page_version,
+            fire_at=datetime.fromisoformat(order.fire_at) if order.fire_at else None,
+            order=order.to_message(),
+        )
+
+    return await db.retrying(record, f"recording run {order.run_id}", patience)
 
 
-async def start(run_id: str, worker: str, limit: float) -> RunOrder | None:
+async def withdraw(run_id: str) -> bool:
+    """Delete a run recorded but never queued; False if a worker took it anyway.
+
+    For a run whose job could not be queued: it was never accepted, so it
+    leaves no record and no log entry. Only a queued run is deleted, so a
+    job that reached Redis after all, and started, goes on.
+    """
+    return bool(await Run.filter(id=run_id, status=QUEUED).delete())
+
+
+async def start(
+    run_id: str, worker: str, limit: float, patience: float = outages.PATIENCE_SECONDS
+) -> RunOrder | None:
     """Take a queued run for this worker; None if it is not queued any more."""
-    started = now()
-    taken = await Run.filter(id=run_id, status=QUEUED).update(
-        status=RUNNING,
-        worker=worker,
-        started_at=started,
-        lease_until=started + timedelta(seconds=limit + LEASE_MARGIN),
-    )
-    if not taken:
+    tried: list[datetime] = []
+
+    async def take() -> bool:
+        started = now()
+        tried.append(started)
+        taken = await Run.filter(id=run_id, status=QUEUED).update(
+            status=RUNNING,
+            worker=worker,
+            started_at=started,
+            lease_until=started + timedelta(seconds=limit + LEASE_MARGIN),
+        )
+        if taken or len(tried) == 1:
+            return bool(taken)
+        # A retry: an earlier attempt may have taken the run, its answer lost.
+        return await Run.filter(
+            id=run_id, status=RUNNING, worker=worker, started_at__in=tried
+        ).exists()
+
+    if not await db.retrying(take, f"starting run {run_id}", patience):
         return None
-    run = await Run.get(id=run_id)
+    run = await db.retrying(lambda: Run.get(id=run_id), f"loading run {run_id}")
     return RunOrder.from_message(run.order)
 
 
 async def finish(
-    order: RunOrder, outcome: RunOutcome, duration_ms: int
+    order: RunOrder,
+    outcome: RunOutcome,
+    duration_ms: int,
+    patience: float = outages.PATIENCE_SECONDS,
 ) -> TaskLog | None:
     """End a running run with its outcome and log entry.
 
     None when the run had already ended meanwhile (cancelled, or declared lost
     by another worker): its one log entry was written then, and this outcome
-    is dropped.
+    is dropped. Retried for up to `patience` seconds while the database does
+    not answer.
     """
+    attempts = 0
+
+    async def end() -> TaskLog | None:
+        nonlocal attempts
+        attempts += 1
+        entry = await _end_running(order, outcome, duration_ms)
+        if entry is not None or attempts == 1:
+            return entry
+        # A retry: an earlier attempt may have ended the run, its answer lost.
+        return await _own_earlier_end(order.run_id, outcome)
+
+    return await db.retrying(end, f"ending run {order.run_id}", patience)
+
+
+async def _end_running(
+    order: RunOrder, outcome: RunOutcome, duration_ms: int
+) -> TaskLog | None:
     async with in_transaction():
         ended = await Run.filter(id=order.run_id, status=RUNNING).update(
             status=final_status(outcome),
             finished_at=now(),
             lease_until=None,
             order=None,
-            error_type=outcome.error.error_type if outcome.error else None,
+            error_type=_error_type(outcome),
         )
         if not ended:
             return None
         entry = await record_run(order, outcome, duration_ms)
         await Run.filter(id=order.run_id).update(log_id=entry.id)
     return entry
+
+
+async def _own_earlier_end(run_id: str, outcome: RunOutcome) -> TaskLog | None:
+    """The log entry with which this outcome already ended the run, if it did.
+
+    A cancel ends a run `cancelled`, a lost worker `failed` with `WorkerLost`:
+    neither pair of status and error type is ever a worker's own outcome, so a
+    match is this outcome's own write.
+    """
+    run = await Run.get_or_none(id=run_id)
+    if run is None or run.log_id is None:
+        return None
+    if (run.status, run.error_type) != (final_status(outcome), _error_type(outcome)):
+        return None
+    return await TaskLog.get_or_none(id=run.log_id)
+
+
+def _error_type(outcome: RunOutcome) -> str | None:
+    return outcome.error.error_type if outcome.error else None
 
 
 async def end_without_running(

@@ -14,26 +14,31 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
 
-from apptasks import records
+from apptasks import broker, db, records
 from apptasks.broker import (
     app_log_channel,
     issue_render_link,
     revoke_render_link,
     run_channel,
 )
+from apptasks.errors import Unavailable
 from apptasks.execution import RUNTIME_ERROR, RunError, RunOutcome, RunRequest, Runtime
 from apptasks.logs import log_message
 from apptasks.models import Task, TaskLog
+from apptasks.outages import PATIENCE_SECONDS, describe
 from apptasks.runs import Environment, RunOrder
 from apptasks.settings import Settings
 
 logger = logging.getLogger("apptasks.workers.executor")
 
 PAGE_NOT_PUBLISHED = "PageNotPublished"
+# The run could not go ahead because Redis stayed away; see `_run_screen`.
+SERVICE_UNAVAILABLE = "ServiceUnavailable"
 
 
 class RunExecutor:
@@ -64,7 +69,13 @@ class RunExecutor:
         """Run an accepted order to its end; return the announcement sent for it.
 
         None when the run was no longer queued (cancelled, or taken by another
-        worker): there is nothing to do, and its end is someone else's.
+        worker): there is nothing to do, and its end is someone else's. Its
+        database writes ride out an outage of up to `PATIENCE_SECONDS`; its
+        announcements are dropped, with a warning, when Redis stays away.
+
+        Known shortcoming: a run whose start cannot be recorded within
+        `PATIENCE_SECONDS` stays queued with its job spent, and one whose end
+        cannot be recorded ends `WorkerLost` once its lease runs out.
         """
         if await records.start(order.run_id, self.worker_name, order.timeout) is None:
             logger.info(
@@ -74,16 +85,10 @@ class RunExecutor:
             )
             return None
         await self._announce_status(order, records.RUNNING)
-        target = {
-            "appId": order.app_id,
-            "pageId": order.page_id,
-            "environment": order.environment,
-            "version": order.page_version,
-            "runId": order.run_id,
-        }
-        link = await issue_render_link(self.redis, self.settings, target, order.timeout)
-        url = f"{self.settings.effective_public_url}/render/{link}"
-        await Task.filter(id=order.task_id).update(last_run_at=datetime.now(UTC))
+        await db.retrying(
+            lambda: Task.filter(id=order.task_id).update(last_run_at=datetime.now(UTC)),
+            f"recording the last run of task {order.task_name}",
+        )
 
         logger.info(
             "run started run=%s task=%s mode=%s runtime=%s",
@@ -94,12 +99,11 @@ class RunExecutor:
         )
         await self._notify("apptasks_run_started", order=order)
         started = time.monotonic()
-        outcome = await self._call_runtime_cancellable(order, url, started)
+        outcome = await self._run_screen(order)
         duration_ms = round((time.monotonic() - started) * 1000)
         self._log_outcome(order, outcome, duration_ms)
 
         entry = await records.finish(order, outcome, duration_ms)
-        await revoke_render_link(self.redis, self.settings, link)
         if entry is None:
             logger.info(
                 "run outcome dropped run=%s task=%s: it had already ended",
@@ -108,7 +112,9 @@ class RunExecutor:
             )
             return None
 
-        announcement = await announce_end(self.redis, self.settings, entry, outcome)
+        announcement = await announce_end(
+            self.redis, self.settings, entry, outcome, PATIENCE_SECONDS
+        )
         await self._notify(
             "apptasks_run_finished",
             order=order,
@@ -117,11 +123,69 @@ class RunExecutor:
         )
         return announcement
 
+    async def _run_screen(self, order: RunOrder) -> RunOutcome:
+        """The runtime's outcome, at a screen link issued for this run alone."""
+        target = {
+            "appId": order.app_id,
+            "pageId": order.page_id,
+            "environment": order.environment,
+            "version": order.page_version,
+            "runId": order.run_id,
+        }
+        try:
+            link = await broker.retrying(
+                lambda: issue_render_link(
+                    self.redis, self.settings, target, order.timeout
+                ),
+                f"issuing the screen link of run {order.run_id}",
+            )
+        except Unavailable as exc:
+            return RunOutcome(
+                error=RunError(
+                    SERVICE_UNAVAILABLE,
+                    f"{exc.message}: the screen could not be given a link, so it "
+                    "did not run",
+                )
+            )
+
+        url = f"{self.settings.effective_public_url}/render/{link}"
+        try:
+            return await self._call_runtime_cancellable(order, url, time.monotonic())
+        finally:
+            await self._revoke(link, order)
+
+    async def _revoke(self, link: str, order: RunOrder) -> None:
+        try:
+            await revoke_render_link(self.redis, self.settings, link)
+        except Exception as exc:
+            if not broker.unreachable(exc):
+                raise
+            # The link expires by itself soon after the run's limit.
+            logger.warning(
+                "screen link not revoked run=%s: Redis did not answer (%s)",
+                order.run_id,
+                describe(exc),
+            )
+
     async def _announce_status(self, order: RunOrder, status: str) -> None:
+        """Tell waiters the run's new status; without Redis, they do without.
+
+        Not retried: the run goes on meanwhile, and a waiter that misses it
+        still hears of the run's end, or reads it from the run's record.
+        """
         message = {"runId": order.run_id, "taskId": order.task_id, "status": status}
-        await self.redis.publish(
-            run_channel(self.settings, order.run_id), json.dumps(message)
-        )
+        channel = run_channel(self.settings, order.run_id)
+        try:
+            await self.redis.publish(channel, json.dumps(message))
+        except Exception as exc:
+            if not broker.unreachable(exc):
+                raise
+            logger.warning(
+                "run status not announced run=%s status=%s: Redis did not answer (%s)",
+                order.run_id,
+                status,
+                describe(exc),
+            )
 
     async def _notify(self, hook_name: str, **arguments: Any) -> None:
         """Call a notification hook's implementations; their failures stay theirs."""
@@ -220,16 +284,38 @@ class RunExecutor:
 
 
 async def announce_end(
-    redis: Redis, settings: Settings, entry: TaskLog, outcome: RunOutcome
+    redis: Redis,
+    settings: Settings,
+    entry: TaskLog,
+    outcome: RunOutcome,
+    patience: float = 0.0,
 ) -> dict[str, Any]:
-    """Tell the run's waiters and the app's log subscribers that the run ended."""
+    """Tell the run's waiters and the app's log subscribers that the run ended.
+
+    Each message is retried for up to `patience` seconds while Redis does not
+    answer, then dropped with a warning: the run's record and its log entry
+    are already written, and readers find them there (`runUpdates` re-reads a
+    run whose channel stays quiet; `taskLogs` and `afterId` replay entries).
+    """
     announcement = _announcement(entry, outcome)
-    await redis.publish(
-        run_channel(settings, announcement["runId"]), json.dumps(announcement)
-    )
-    await redis.publish(
-        app_log_channel(settings, entry.app_id), json.dumps(log_message(entry))
-    )
+    messages = {
+        run_channel(settings, announcement["runId"]): announcement,
+        app_log_channel(settings, entry.app_id): log_message(entry),
+    }
+    for channel, message in messages.items():
+        try:
+            await broker.retrying(
+                partial(redis.publish, channel, json.dumps(message)),
+                f"announcing the end of run {announcement['runId']}",
+                patience,
+            )
+        except Unavailable as exc:
+            logger.warning(
+                "run end not announced run=%s channel=%s: %s",
+                announcement["runId"],
+                channel,
+                exc.message,
+            )
     return announcement
 
 

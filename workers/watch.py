@@ -12,6 +12,10 @@ work, whose outcome would be dropped anyway.
 
 One worker at a time prunes old logs (`apptasks.retention`), every
 `APPTASKS_PRUNE_INTERVAL` seconds.
+
+Each of these loops outlives an outage of the database or Redis: a round that
+fails is logged (a warning when a service did not answer, an error with its
+traceback otherwise) and the next round tries again.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from apptasks import records, retention
+from apptasks import broker, db, records, retention
 from apptasks.broker import cancel_channel
 from apptasks.execution import RunError, RunOutcome
+from apptasks.outages import describe
 from apptasks.settings import Settings
 from workers.executor import RunExecutor, announce_end
 
 logger = logging.getLogger("apptasks.workers.watch")
 
 REAP_INTERVAL = 1.0
+# Seconds a lost run's end announcement waits for Redis before it is dropped.
+ANNOUNCE_PATIENCE = 5.0
 
 
 class RunWatch:
@@ -68,7 +75,11 @@ class RunWatch:
                 "run lost run=%s task=%s worker=%s", run.id, run.task_name, run.worker
             )
             await announce_end(
-                self.redis, self.settings, entry, RunOutcome(error=error)
+                self.redis,
+                self.settings,
+                entry,
+                RunOutcome(error=error),
+                ANNOUNCE_PATIENCE,
             )
         return ended
 
@@ -76,8 +87,8 @@ class RunWatch:
         while True:
             try:
                 await self.reap()
-            except Exception:
-                logger.exception("looking for lost runs failed; retrying")
+            except Exception as exc:
+                _log_failed_round("looking for lost runs", exc)
             await asyncio.sleep(REAP_INTERVAL)
 
     async def _prune_forever(self) -> None:
@@ -90,10 +101,8 @@ class RunWatch:
                     lock, self.executor.worker_name, nx=True, ex=max(1, int(interval))
                 ):
                     await retention.prune(self.settings)
-            except Exception:
-                logger.exception(
-                    "pruning old logs failed; retrying at the next interval"
-                )
+            except Exception as exc:
+                _log_failed_round("pruning old logs", exc)
             await asyncio.sleep(interval)
 
     async def _listen_for_cancels(self) -> None:
@@ -104,9 +113,22 @@ class RunWatch:
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self.executor.cancel(_text(message["data"]))
-            except Exception:
-                logger.warning("listening for cancellations failed; retrying in 1 s")
+            except Exception as exc:
+                logger.warning(
+                    "listening for cancellations failed (%s); retrying in 1 s",
+                    describe(exc),
+                )
                 await asyncio.sleep(1.0)
+
+
+def _log_failed_round(doing: str, error: Exception) -> None:
+    """A warning for an outage, which passes; an error with traceback for a bug."""
+    if db.unreachable(error) or broker.unreachable(error):
+        logger.warning(
+            "%s failed: a service did not answer (%s)", doing, describe(error)
+        )
+    else:
+        logger.exception("%s failed; trying again at the next round", doing)
 
 
 def _text(data: bytes | str) -> str:

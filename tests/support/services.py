@@ -48,18 +48,15 @@ def wait_until(
 
 
 class RedisServer:
-    """A private redis-server on a unix socket, for one test session."""
+    """A private redis-server on a unix socket, for one test session.
+
+    `stop()` then `restart()` stages an outage: the server comes back on the
+    same socket, empty, as a Redis without persistence does after a crash.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.socket = folder / "redis.sock"
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", "0", "--unixsocket", str(self.socket)),
-                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self.socket.exists, 10, "redis-server start")
+        self.process = self._spawn()
 
     @property
     def url(self) -> str:
@@ -68,6 +65,24 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start the server again on the same socket, after `stop()`."""
+        if self.process.poll() is None:
+            raise RuntimeError("redis-server is still running: stop() it first")
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.socket.unlink(missing_ok=True)
+        process = subprocess.Popen(
+            [
+                *("redis-server", "--port", "0", "--unixsocket", str(self.socket)),
+                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self.socket.exists, 10, "redis-server start")
+        return process
 
 
 @dataclass
