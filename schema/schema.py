@@ -12,9 +12,10 @@ from schema.apps import AppMutation, AppQuery
 from schema.errors import ErrorCodes
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
+from schema.schedules import ScheduleQuery
 from schema.tasks import TaskMutation, TaskQuery
 
-Query = merge_types("Query", (TaskQuery, PageQuery, LogQuery, AppQuery))
+Query = merge_types("Query", (TaskQuery, ScheduleQuery, PageQuery, LogQuery, AppQuery))
 Mutation = merge_types("Mutation", (AppMutation, PageMutation, TaskMutation))
 
 
