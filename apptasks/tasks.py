@@ -10,12 +10,22 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from apptasks.cron import next_fire_after, parse_timezone, validate_frequency
+from apptasks import fires
+from apptasks.cron import (
+    MAX_UPCOMING,
+    Fire,
+    next_fire_after,
+    parse_timezone,
+    upcoming_fires,
+    validate_frequency,
+)
 from apptasks.errors import BadInput, NameTaken, NotFound, TaskLimitReached
+from apptasks.fires import Schedule, check_instant
 from apptasks.models import App, Page, Task
 from apptasks.settings import Settings
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_EDITABLE = ("name", "page_id", "active", "frequency", "timezone", "timeout")
 
 
 class _Keep:
@@ -89,7 +99,15 @@ async def create_task(app_id: int, spec: TaskInput, settings: Settings) -> Task:
 
 
 async def update_task(task: Task, changes: TaskChanges, settings: Settings) -> Task:
-    """Apply the changes given (KEEP leaves a field); check all before writing."""
+    """Apply the changes given (KEEP leaves a field); check all before writing.
+
+    A change of frequency, timezone or active replaces the pending fire at
+    once: the scheduler only fires a task whose `next_run_at` still equals the
+    fire time it queued, so a fire queued for the old schedule finds it moved
+    and does nothing. The fire ledger records what the change meant for the
+    old schedule's fires (`apptasks.fires.record_schedule_change`).
+    """
+    old = Schedule.of(task)
     if changes.name is not KEEP:
         name = check_name(changes.name)
         if name != task.name:
@@ -110,19 +128,42 @@ async def update_task(task: Task, changes: TaskChanges, settings: Settings) -> T
     if changes.timeout is not KEEP:
         task.timeout = check_timeout(changes.timeout, settings)
 
-    # A changed schedule replaces the pending fire: the scheduler only fires a
-    # task whose nextRunAt still equals the fire time it queued.
-    task.next_run_at = next_run(task, datetime.now(UTC))
+    now = datetime.now(UTC)
+    rescheduled = _schedule_changed(old, task)
+    # Only the fields an edit owns are written: lastRunAt and nextRunAt belong
+    # to the workers, which may have moved them since this task was read.
+    written = [*_EDITABLE, "updated_at"]
+    if rescheduled:
+        task.next_run_at = next_run(task, now)
+        written.append("next_run_at")
     try:
-        await task.save()
+        async with in_transaction():
+            await task.save(update_fields=written)
+            if rescheduled:
+                await fires.record_schedule_change(task, old, now)
     except IntegrityError:
         raise _name_taken(task.name) from None
     return task
 
 
+def _schedule_changed(old: Schedule, task: Task) -> bool:
+    """Whether an edit touched what decides the fires (a rename does not)."""
+    return (old.frequency, old.timezone, old.active) != (
+        task.frequency,
+        task.timezone,
+        task.active,
+    )
+
+
 async def remove_task(task: Task) -> None:
-    """Delete the task; its queued fires find it gone, its logs stay."""
-    await task.delete()
+    """Delete the task and its fire ledger; its queued fires find it gone.
+
+    Its logs stay. The ledger goes, so that nothing holds fire times for a task
+    id the database may give again.
+    """
+    async with in_transaction():
+        await task.delete()
+        await fires.forget(task.id)
 
 
 async def find_task(app_id: int, task_id: int | None, name: str | None) -> Task:
@@ -149,6 +190,34 @@ def next_run(task: Task, after: datetime) -> datetime | None:
     if not task.active or not task.frequency:
         return None
     return next_fire_after(task.frequency, parse_timezone(task.timezone), after)
+
+
+def preview_schedule(
+    frequency: str, timezone: str, count: int, after: datetime | None
+) -> list[Fire]:
+    """The next `count` fires strictly after `after` (default now).
+
+    The frequency and timezone are checked as createTask checks them, so a
+    refusal here is the one createTask would give.
+    """
+    normalised = validate_frequency(frequency)
+    zone = parse_timezone(timezone)
+    start = datetime.now(UTC) if after is None else check_instant(after, "after")
+    return upcoming_fires(normalised, zone, start, count)
+
+
+def upcoming_runs(schedule: Schedule, count: int, after: datetime | None) -> list[Fire]:
+    """A task's next fires; none when it will not fire (on-demand or paused)."""
+    if not schedule.fires or schedule.frequency is None:
+        check_count(count)
+        return []
+    return preview_schedule(schedule.frequency, schedule.timezone, count, after)
+
+
+def check_count(count: int) -> int:
+    if not 0 <= count <= MAX_UPCOMING:
+        raise BadInput(f"count {count}: ask for 0 to {MAX_UPCOMING} fires")
+    return count
 
 
 def check_name(name: str) -> str:

@@ -14,9 +14,12 @@ from schema.live import LiveSubscription
 from schema.logs import LogQuery
 from schema.pages import PageMutation, PageQuery
 from schema.runs import RunMutation, RunQuery
+from schema.schedules import ScheduleQuery
 from schema.tasks import TaskMutation, TaskQuery
 
-Query = merge_types("Query", (TaskQuery, PageQuery, RunQuery, LogQuery, AppQuery))
+Query = merge_types(
+    "Query", (TaskQuery, ScheduleQuery, PageQuery, RunQuery, LogQuery, AppQuery)
+)
 Mutation = merge_types(
     "Mutation", (AppMutation, PageMutation, TaskMutation, RunMutation)
 )

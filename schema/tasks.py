@@ -11,10 +11,21 @@ from strawberry.scalars import JSON
 from apptasks import tasks
 from apptasks.errors import BadInput, TaskFailed, TaskTimeout
 from apptasks.execution import TIMEOUT_ERROR
+from apptasks.fires import Schedule
 from apptasks.models import Task as TaskModel
 from apptasks.runs import Environment, RunOrder, on_demand_order
+from schema import schedules
 from schema.context import Info
 from schema.ids import optional_id, parse_id
+from schema.schedules import (
+    AfterArgument,
+    CountArgument,
+    FireRecord,
+    LedgerAfterArgument,
+    LedgerBeforeArgument,
+    LimitArgument,
+    ScheduledFire,
+)
 
 EnvironmentEnum = strawberry.enum(
     Environment,
@@ -68,6 +79,30 @@ class Task:
     updated_at: datetime = strawberry.field(description="When it last changed.")
     app_id: strawberry.ID = strawberry.field(description="The app it belongs to.")
     page_id: strawberry.ID = strawberry.field(description="The screen it runs.")
+
+    @strawberry.field(
+        description="The next fires after an instant (default now), in UTC and in "
+        "the task's zone, flagging those a clock change moved or doubled; empty "
+        "when on-demand or inactive."
+    )
+    def upcoming_runs(
+        self, count: CountArgument = 10, after: AfterArgument = None
+    ) -> list[ScheduledFire]:
+        schedule = Schedule(self.frequency, self.timezone, self.active, None)
+        return schedules.upcoming_runs(schedule, count, after)
+
+    @strawberry.field(
+        description="The fire ledger, latest fire first: what came of each fire "
+        "the schedule named (ran, skipped, missed, paused)."
+    )
+    async def fires(
+        self,
+        info: Info,
+        limit: LimitArgument = 20,
+        after: LedgerAfterArgument = None,
+        before: LedgerBeforeArgument = None,
+    ) -> list[FireRecord]:
+        return await schedules.ledger(info, int(self.id), limit, after, before)
 
     @classmethod
     def from_model(cls, task: TaskModel) -> Task:
