@@ -124,11 +124,26 @@ class Service:
     def start(self, workers: int = 1) -> Service:
         self._env = self.env
         self._run_cli("migrate")
-        self.processes["api"] = self._spawn("api", "api")
+        self._start_api()
         for number in range(workers):
             self.start_worker(f"worker{number}")
-        wait_until(self._api_ready, READY_TIMEOUT, "API start")
         return self
+
+    def _start_api(self, attempts: int = 3) -> None:
+        # free_port() can race with another process taking the same port
+        # before the API binds it: then the API starts again on a new one.
+        for attempt in range(attempts):
+            self.processes["api"] = self._spawn("api", "api")
+            try:
+                wait_until(self._api_ready, READY_TIMEOUT, "API start")
+                return
+            except RuntimeError:
+                if "address already in use" not in self.log("api") or (
+                    attempt == attempts - 1
+                ):
+                    raise
+            self.port = free_port()
+            self._env["APPTASKS_PORT"] = str(self.port)
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         process = self._spawn(name, "worker")
