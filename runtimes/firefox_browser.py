@@ -48,6 +48,7 @@ from apptasks.execution import (
     RunRequest,
 )
 from apptasks.settings import Settings
+from plugins.manager import call_each_plugin
 from runtimes.chrome_browser import BrowserFailure, first_line
 from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
 from runtimes.firefox_preferences import (
@@ -299,28 +300,14 @@ class FirefoxBrowser:
     def _apply_plugins(self, options: webdriver.FirefoxOptions) -> None:
         if self.hooks is None:
             return
-        arguments = {
-            "browser": "firefox",
-            "options": options,
-            "settings": self.settings,
-        }
-        # One implementation at a time, in pluggy's order, so that a failure
-        # names its plugin.
-        for implementation in reversed(
-            self.hooks.apptasks_browser_options.get_hookimpls()
+        for call in call_each_plugin(
+            self.hooks.apptasks_browser_options,
+            browser="firefox",
+            options=options,
+            settings=self.settings,
         ):
-            wanted = {
-                name: value
-                for name, value in arguments.items()
-                if name in implementation.argnames
-            }
-            try:
-                implementation.function(**wanted)
-            except Exception as exc:
-                raise BrowserFailure(
-                    f"plugin {implementation.plugin_name!r}, hook "
-                    f"apptasks_browser_options: {type(exc).__name__}: {exc}"
-                ) from exc
+            if call.error is not None:
+                raise BrowserFailure(call.failure) from call.error
 
     def _tune_bidi(self, driver: webdriver.Firefox) -> None:
         # Read when the BiDi connection opens, on the first BiDi command.
