@@ -52,6 +52,7 @@ from apptasks.execution import (
     RunRequest,
 )
 from apptasks.settings import Settings
+from runtimes.browser_runtime import BrowserFailure, first_line
 from runtimes.chrome_devtools import DevToolsConnection, refuse_assets
 from runtimes.chrome_launch import (
     attach_options,
@@ -81,10 +82,6 @@ LAUNCH_TIMEOUT = 30.0
 RESET_TIMEOUT = 5.0
 # Seconds a closing browser's killed processes get to exit.
 CLOSE_WAIT = 2.0
-
-
-class BrowserFailure(Exception):
-    """The browser or chromedriver failed outside the screen's own code."""
 
 
 @dataclass(frozen=True)
@@ -374,10 +371,3 @@ class ChromeBrowser:
         except (WebDriverException, HTTPError, OSError):
             return []
         return console_lines(lines)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line: WebDriver messages go on with stack traces."""
-    message = exc.msg if isinstance(exc, WebDriverException) else str(exc)
-    lines = (message or "").strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -49,7 +49,7 @@ from apptasks.execution import (
 )
 from apptasks.settings import Settings
 from plugins.manager import call_each_plugin
-from runtimes.chrome_browser import BrowserFailure, first_line
+from runtimes.browser_runtime import BrowserFailure, first_line
 from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
 from runtimes.firefox_preferences import (
     QUIET_ENVIRONMENT,

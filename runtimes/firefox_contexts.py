@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtimes.chrome_browser import first_line
+from runtimes.browser_runtime import first_line
 
 logger = logging.getLogger("apptasks.runtimes.firefox_contexts")
 
