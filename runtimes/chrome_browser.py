@@ -62,11 +62,10 @@ from runtimes.chrome_launch import (
 )
 from runtimes.processes import kill_tree, wait_until_gone
 from runtimes.shim import (
-    CONSOLE_SCRIPT,
-    HAS_SHIM_SCRIPT,
     INVOKE_SCRIPT,
-    console_lines,
     failed_outcome,
+    no_answer_outcome,
+    page_console,
     read_answer,
 )
 
@@ -220,13 +219,13 @@ class ChromeBrowser:
             driver.set_script_timeout(request.seconds_left)
             answer = driver.execute_async_script(INVOKE_SCRIPT, *arguments)
             if answer is None:
-                return self._no_answer(request.url)
+                return no_answer_outcome(driver, request.url)
         except TimeoutException:
             message = "the handler had not settled when the run reached its time limit"
             return self._with_bundle(
                 RunOutcome(
                     error=RunError(TIMEOUT_ERROR, message),
-                    console=self._console_lines(),
+                    console=page_console(driver),
                 )
             )
         except (WebDriverException, HTTPError, OSError) as exc:
@@ -349,25 +348,3 @@ class ChromeBrowser:
         return failed_outcome(
             RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
         )
-
-    def _no_answer(self, url: str) -> RunOutcome:
-        # The invoke script answers null without a shim; WebDriver also gives
-        # null when a dialog interrupts the script.
-        if not self._driver().execute_script(HAS_SHIM_SCRIPT):
-            return failed_outcome(
-                RUNTIME_ERROR,
-                f"the page at {url} is not an App Tasks screen page "
-                "(the shim is missing)",
-            )
-        return failed_outcome(
-            RUNTIME_ERROR,
-            "the screen opened a dialog (alert, confirm or prompt) while its "
-            "handler ran; nobody can answer dialogs in a task: use console.log",
-        )
-
-    def _console_lines(self) -> list[str]:
-        try:
-            lines = self._driver().execute_script(CONSOLE_SCRIPT)
-        except (WebDriverException, HTTPError, OSError):
-            return []
-        return console_lines(lines)
