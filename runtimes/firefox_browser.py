@@ -9,9 +9,9 @@ Every run gets a user context of its own (WebDriver BiDi's name for Firefox's
 containers): cookies, storage, IndexedDB, service workers and caches are kept
 per context, and the context is removed once the run is over. A thread of the
 browser's `ContextSupply` makes the next run's context while the current run
-goes on and removes finished ones, over BiDi; runs themselves load and call the
-screen with classic WebDriver commands, which fail at once when the browser is
-killed.
+goes on and removes finished ones, over a BiDi connection of the browser's own
+that `kill` aborts; runs themselves load and call the screen with classic
+WebDriver commands, which fail at once when the browser is killed.
 
 Every method that talks to the browser blocks: the runtime calls them in threads
 and bounds them in time, and `kill` (which never talks to the browser) is how a
@@ -34,7 +34,6 @@ from typing import Any
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.timeouts import Timeouts
-from selenium.webdriver.common.window import WindowTypes
 from selenium.webdriver.firefox.service import Service
 from selenium.webdriver.remote.remote_connection import RemoteConnection
 from urllib3.exceptions import HTTPError
@@ -50,7 +49,12 @@ from apptasks.execution import (
 from apptasks.settings import Settings
 from plugins.manager import call_each_plugin
 from runtimes.browser_runtime import BrowserFailure, first_line
-from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
+from runtimes.firefox_contexts import (
+    BidiConnection,
+    ContextSupply,
+    ContextUnavailable,
+    RunContext,
+)
 from runtimes.firefox_preferences import (
     QUIET_ENVIRONMENT,
     Preference,
@@ -83,10 +87,8 @@ SCRIPT_TIMEOUT_SLACK = 0.1
 # A killed Firefox with its content processes can take seconds to exit on a
 # loaded machine; closing waits that long for every one of them.
 CLOSE_WAIT = 10.0
-# Selenium polls for BiDi answers; its default of 0.1 s would add up to 0.1 s
-# to every command. A BiDi call left waiting on a killed browser gives up
-# after BIDI_TIMEOUT, which ends the context thread of that browser.
-BIDI_POLL_INTERVAL = 0.005
+# Seconds a BiDi command may take on a browser that still runs; killing the
+# browser ends a command at once.
 BIDI_TIMEOUT = 5.0
 
 
@@ -110,6 +112,7 @@ class FirefoxBrowser:
         self.version = ""
         self.service: Service | None = None
         self.driver: webdriver.Firefox | None = None
+        self.bidi: BidiConnection | None = None
         self.contexts = ContextSupply(
             self.name, make=self._new_context, remove=self._remove_context
         )
@@ -146,7 +149,9 @@ class FirefoxBrowser:
         )
         self.driver = webdriver.Firefox(options=self._options(), service=self.service)
         self.version = str(self.driver.capabilities.get("browserVersion", ""))
-        self._tune_bidi(self.driver)
+        self.bidi = BidiConnection(
+            str(self.driver.capabilities["webSocketUrl"]), self.name, BIDI_TIMEOUT
+        )
 
         self.driver.install_addon(str(extension), temporary=True)
         self.contexts.start()
@@ -227,15 +232,17 @@ class FirefoxBrowser:
         """Kill geckodriver, Firefox and its content processes, without asking."""
         self.broken = True
         self.contexts.stop()
+        # Before the processes go: a BiDi call waiting on them fails at once.
+        if self.bidi is not None:
+            self.bidi.abort()
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("geckodriver of browser %s outlived SIGKILL", self.name)
 
     def close(self) -> None:
         """Blocking: kill the browser, wait for its processes, delete the folder.
 
-        No polite quit first: Selenium's quit closes the BiDi socket before
-        anything else, and waits about ten seconds for Firefox to let go of it.
-        The profile is deleted anyway, so killing loses nothing.
+        No polite quit first: the profile is deleted anyway, so killing loses
+        nothing, and waits on nothing.
         """
         with self._closing:
             if self._closed:
@@ -258,28 +265,28 @@ class FirefoxBrowser:
         self._focused_tab = context.tab
 
     def _new_context(self) -> RunContext:
-        driver = self._driver()
-        user_context = driver.browser.create_user_context()
-        tab = driver.browsing_context.create(
-            type=WindowTypes.TAB, user_context=user_context, background=True
-        )
-        return RunContext(user_context=str(user_context), tab=str(tab))
+        return self._bidi().new_context()
 
     def _remove_context(self, context: RunContext) -> None:
-        # Also closes the context's tab, and whatever the screen opened.
-        self._driver().browser.remove_user_context(context.user_context)
+        self._bidi().remove_context(context)
 
     def _drop_connections(self) -> None:
-        # Geckodriver is dead by now; asking it to quit would only retry. The
-        # BiDi socket closed with Firefox, which ends Selenium's reader thread.
+        # Geckodriver is dead by now; asking it to quit would only retry.
         executor = None if self.driver is None else self.driver.command_executor
         if isinstance(executor, RemoteConnection):
             executor.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+        if self.bidi is not None:
+            self.bidi.close()
 
     def _driver(self) -> webdriver.Firefox:
         if self.driver is None:
             raise BrowserFailure(f"browser {self.name} is not open")
         return self.driver
+
+    def _bidi(self) -> BidiConnection:
+        if self.bidi is None:
+            raise BrowserFailure(f"browser {self.name} is not open")
+        return self.bidi
 
     def _options(self) -> webdriver.FirefoxOptions:
         options = webdriver.FirefoxOptions()
@@ -307,13 +314,6 @@ class FirefoxBrowser:
         ):
             if call.error is not None:
                 raise BrowserFailure(call.failure) from call.error
-
-    def _tune_bidi(self, driver: webdriver.Firefox) -> None:
-        # Read when the BiDi connection opens, on the first BiDi command.
-        executor = driver.command_executor
-        if isinstance(executor, RemoteConnection):
-            executor.client_config.websocket_interval = BIDI_POLL_INTERVAL
-            executor.client_config.websocket_timeout = BIDI_TIMEOUT
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)
