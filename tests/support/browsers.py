@@ -1,9 +1,9 @@
 """Runtimes under test: screens served on loopback, runs, and the processes left.
 
 The browser runtimes' tests share these: a server for the sample screens and a
-few inline ones, a way to ask a runtime for one run, and ways to find every
-process a runtime started for a folder, by its command line or its
-environment.
+few inline ones, a server that counts what it is asked for, a way to ask a
+runtime for one run, and ways to find every process a runtime started for a
+folder, by its command line or its environment.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -124,6 +125,69 @@ def serving_screens() -> Iterator[str]:
         yield url
 
 
+@dataclass
+class CountingServer:
+    """A loopback server that counts the requests it gets, by path.
+
+    Besides `pages`, it sets a cookie (`/set-cookie`), says which cookies it
+    was sent (`/cookie`), and serves a script browsers may cache (`/cached.js`).
+    """
+
+    pages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    origin: str = ""
+
+    def serve(self, path: str, body: str, content_type: str = "text/html") -> str:
+        self.pages[path] = (content_type, body.encode("utf-8"))
+        return self.origin + path
+
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path
+        self.counts[path] = self.counts.get(path, 0) + 1
+        headers = {"Cache-Control": "no-store"}
+        if path == "/set-cookie":
+            headers["Set-Cookie"] = "server=1; Max-Age=3600; Path=/; HttpOnly"
+            content_type, body = "text/plain", b"set"
+        elif path == "/cookie":
+            content_type = "text/plain"
+            body = (handler.headers.get("Cookie") or "").encode("utf-8")
+        elif path == "/cached.js":
+            headers["Cache-Control"] = "max-age=3600"
+            content_type, body = "text/javascript", b"// kept in the HTTP cache"
+        elif path in self.pages:
+            content_type, body = self.pages[path]
+        else:
+            handler.send_error(404)
+            return
+
+        handler.send_response(200)
+        for name, value in {**headers, "Content-Type": content_type}.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+
+class CountingHandler(BaseHTTPRequestHandler):
+    server_state: ClassVar[CountingServer]
+
+    def do_GET(self) -> None:
+        self.server_state.respond(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving_counted() -> Iterator[CountingServer]:
+    """Serve a fresh `CountingServer` on 127.0.0.1 for the block."""
+    state = CountingServer()
+    handler = type("Handler", (CountingHandler,), {"server_state": state})
+    with serving(handler) as origin:
+        state.origin = origin
+        yield state
+
+
 async def run(
     runtime: Runtime,
     url: str,
@@ -163,10 +227,17 @@ def runtime_processes(folder: Path) -> list[int]:
     return found
 
 
-async def all_gone_within(folder: Path, seconds: float) -> bool:
-    """Whether every process started for `folder` exits within `seconds`."""
+async def all_gone_within(
+    folder: Path,
+    seconds: float,
+    processes: Callable[[Path], list[int]] = runtime_processes,
+) -> bool:
+    """Whether every process started for `folder` exits within `seconds`.
+
+    `processes` finds them: by default by environment or command line.
+    """
     deadline = time.monotonic() + seconds
-    while runtime_processes(folder):
+    while processes(folder):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.02)
