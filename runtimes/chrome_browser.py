@@ -27,14 +27,11 @@ call that overstays is ended.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -44,7 +41,6 @@ from selenium.webdriver.remote.remote_connection import RemoteConnection
 from urllib3.exceptions import HTTPError
 
 from apptasks.execution import (
-    RUNTIME_ERROR,
     TIMEOUT_ERROR,
     FailureBundle,
     RunError,
@@ -60,7 +56,8 @@ from runtimes.chrome_launch import (
     command_line,
     wait_for_devtools_port,
 )
-from runtimes.processes import kill_tree, wait_until_gone
+from runtimes.local_browser import LocalBrowser
+from runtimes.processes import kill_tree
 from runtimes.shim import (
     INVOKE_SCRIPT,
     failed_outcome,
@@ -94,8 +91,12 @@ class RunContext:
     tab: str
 
 
-class ChromeBrowser:
+class ChromeBrowser(LocalBrowser):
     """One chromedriver, its Chromium, and the folder they own."""
+
+    kind: ClassVar[str] = "chrome"
+    close_wait: ClassVar[float] = CLOSE_WAIT
+    network_error: ClassVar[str] = "net::ERR_"
 
     def __init__(
         self,
@@ -105,13 +106,8 @@ class ChromeBrowser:
         extra_arguments: Sequence[str] = (),
         hooks: Any = None,
     ) -> None:
-        self.number = number
-        self.folder = folder
-        self.settings = settings
+        super().__init__(number, folder, settings, hooks)
         self.extra_arguments = tuple(extra_arguments)
-        self.hooks = hooks
-        self.broken = False
-        self.version = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.service: Service | None = None
         self.driver: webdriver.Chrome | None = None
@@ -119,12 +115,6 @@ class ChromeBrowser:
         self.context: RunContext | None = None
         self._next_context: RunContext | None = None
         self._makes_ahead = False
-        self._closed = False
-        self._closing = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return f"chrome-{self.number}"
 
     @property
     def pid(self) -> int | None:
@@ -133,8 +123,7 @@ class ChromeBrowser:
 
     def open(self) -> None:
         """Blocking: start Chromium and chromedriver, make the first run's context."""
-        for part in ("profile", "tmp", "home"):
-            (self.folder / part).mkdir(parents=True, exist_ok=True)
+        self._make_folders()
         profile = self.folder / "profile"
         options = chromium_options(
             self.settings, profile, self.extra_arguments, self.hooks
@@ -268,23 +257,6 @@ class ChromeBrowser:
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("chromedriver of browser %s outlived SIGKILL", self.name)
 
-    def close(self) -> None:
-        """Blocking: quit if healthy, kill what is left, delete the folder."""
-        with self._closing:
-            if self._closed:
-                return
-            if self.driver is not None and not self.broken:
-                self._quit()
-            self.kill()
-            survivors = wait_until_gone(self.folder, CLOSE_WAIT)
-            if survivors:
-                logger.warning(
-                    "browser %s: processes %s survived SIGKILL", self.name, survivors
-                )
-            self._drop_connections()
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self._closed = True
-
     def _switch_contexts(self) -> None:
         """Make the next run's context current, and the one after if ahead."""
         context, self._next_context = self._next_context, None
@@ -311,9 +283,11 @@ class ChromeBrowser:
         return RunContext(browser_context=str(browser_context), tab=str(tab))
 
     def _quit(self) -> None:
+        # Only a healthy browser answers; a broken one is killed straight away.
+        if self.driver is None or self.broken:
+            return
         try:
-            if self.driver is not None:
-                self.driver.quit()
+            self.driver.quit()
         except Exception as exc:
             logger.debug("browser %s: quit failed: %s", self.name, first_line(exc))
 
@@ -334,17 +308,3 @@ class ChromeBrowser:
         if self.devtools is None:
             raise BrowserFailure(f"browser {self.name} is not open")
         return self.devtools
-
-    def _environment(self) -> dict[str, str]:
-        environment = dict(os.environ)
-        environment["TMPDIR"] = str(self.folder / "tmp")
-        environment["HOME"] = str(self.folder / "home")
-        return environment
-
-    def _load_failure(self, url: str, exc: WebDriverException) -> RunOutcome:
-        message = first_line(exc)
-        if "net::ERR_" not in message:
-            raise BrowserFailure(f"the browser failed loading the screen: {message}")
-        return failed_outcome(
-            RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
-        )

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
-import shutil
 import stat
 import subprocess
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -40,7 +37,6 @@ from urllib3.exceptions import HTTPError
 
 from apptasks.errors import ConfigurationError
 from apptasks.execution import (
-    RUNTIME_ERROR,
     TIMEOUT_ERROR,
     RunError,
     RunOutcome,
@@ -61,7 +57,8 @@ from runtimes.firefox_preferences import (
     runtime_preferences,
     write_extension,
 )
-from runtimes.processes import kill_tree, wait_until_gone
+from runtimes.local_browser import LocalBrowser
+from runtimes.processes import kill_tree
 from runtimes.shim import (
     INVOKE_SCRIPT,
     failed_outcome,
@@ -92,8 +89,12 @@ CLOSE_WAIT = 10.0
 BIDI_TIMEOUT = 5.0
 
 
-class FirefoxBrowser:
+class FirefoxBrowser(LocalBrowser):
     """One geckodriver, its Firefox, and the folder they own."""
+
+    kind: ClassVar[str] = "firefox"
+    close_wait: ClassVar[float] = CLOSE_WAIT
+    network_error: ClassVar[str] = "about:neterror"
 
     def __init__(
         self,
@@ -103,13 +104,8 @@ class FirefoxBrowser:
         preferences: Mapping[str, Preference] | None = None,
         hooks: Any = None,
     ) -> None:
-        self.number = number
-        self.folder = folder
-        self.settings = settings
+        super().__init__(number, folder, settings, hooks)
         self.preferences = dict(preferences or {})
-        self.hooks = hooks
-        self.broken = False
-        self.version = ""
         self.service: Service | None = None
         self.driver: webdriver.Firefox | None = None
         self.bidi: BidiConnection | None = None
@@ -118,12 +114,6 @@ class FirefoxBrowser:
         )
         self._used_context: RunContext | None = None
         self._focused_tab = ""
-        self._closed = False
-        self._closing = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return f"firefox-{self.number}"
 
     @property
     def pid(self) -> int | None:
@@ -133,8 +123,7 @@ class FirefoxBrowser:
 
     def open(self) -> None:
         """Blocking: make the folder, start geckodriver and Firefox, make a context."""
-        for part in ("profile", "tmp", "home"):
-            (self.folder / part).mkdir(parents=True, exist_ok=True)
+        self._make_folders()
         extension = write_extension(self.folder / "extension")
 
         # The driver path is always given, so Selenium Manager never runs (it
@@ -238,25 +227,6 @@ class FirefoxBrowser:
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("geckodriver of browser %s outlived SIGKILL", self.name)
 
-    def close(self) -> None:
-        """Blocking: kill the browser, wait for its processes, delete the folder.
-
-        No polite quit first: the profile is deleted anyway, so killing loses
-        nothing, and waits on nothing.
-        """
-        with self._closing:
-            if self._closed:
-                return
-            self.kill()
-            survivors = wait_until_gone(self.folder, CLOSE_WAIT)
-            if survivors:
-                logger.warning(
-                    "browser %s: processes %s survived SIGKILL", self.name, survivors
-                )
-            self._drop_connections()
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self._closed = True
-
     def _focus(self, context: RunContext) -> None:
         # Contexts are made in background tabs, so as not to push a running
         # screen into the background; Firefox loads a page in a tab faster
@@ -269,6 +239,11 @@ class FirefoxBrowser:
 
     def _remove_context(self, context: RunContext) -> None:
         self._bidi().remove_context(context)
+
+    def _quit(self) -> None:
+        # No polite quit: the profile is deleted anyway, so killing loses
+        # nothing, and waits on nothing.
+        return
 
     def _drop_connections(self) -> None:
         # Geckodriver is dead by now; asking it to quit would only retry.
@@ -316,19 +291,7 @@ class FirefoxBrowser:
                 raise BrowserFailure(call.failure) from call.error
 
     def _environment(self) -> dict[str, str]:
-        environment = dict(os.environ)
-        environment["TMPDIR"] = str(self.folder / "tmp")
-        environment["HOME"] = str(self.folder / "home")
-        environment.update(QUIET_ENVIRONMENT)
-        return environment
-
-    def _load_failure(self, url: str, exc: WebDriverException) -> RunOutcome:
-        message = first_line(exc)
-        if "about:neterror" not in message:
-            raise BrowserFailure(f"the browser failed loading the screen: {message}")
-        return failed_outcome(
-            RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
-        )
+        return {**super()._environment(), **QUIET_ENVIRONMENT}
 
 
 def geckodriver_path(settings: Settings) -> str:

@@ -253,27 +253,27 @@ def browser_folders(runtime: BrowserRuntime[Any]) -> list[Path]:
 
 def chromium_processes(folder: Path) -> list[int]:
     """Ids of Chromium main processes (not helpers) started with `folder`."""
-    found = []
-    for pid in processes_mentioning(folder):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if Path(os.fsdecode(argv[0])).name in CHROMIUM_NAMES and not any(
-            arg.startswith(b"--type=") for arg in argv
-        ):
-            found.append(pid)
-    return found
+    return [
+        pid
+        for pid, argv in _command_lines(processes_mentioning(folder))
+        if Path(os.fsdecode(argv[0])).name in CHROMIUM_NAMES
+        and not any(arg.startswith(b"--type=") for arg in argv)
+    ]
 
 
 def firefox_main_processes(folder: Path) -> list[int]:
     """Ids of Firefox main processes (not content processes) started for `folder`."""
-    found = []
-    for pid in runtime_processes(folder):
+    return [
+        pid
+        for pid, argv in _command_lines(runtime_processes(folder))
+        if argv[0].endswith(b"firefox-esr") and b"-contentproc" not in argv
+    ]
+
+
+def _command_lines(pids: list[int]) -> Iterator[tuple[int, list[bytes]]]:
+    # A process may exit between being found and being read.
+    for pid in pids:
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            yield pid, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(b"firefox-esr") and b"-contentproc" not in argv:
-            found.append(pid)
-    return found
