@@ -43,6 +43,7 @@ class CommandSocket:
 
     `protocol` names the connection in error messages (`DevTools`, `BiDi`);
     `error_class` is what its failures raise, a `CommandError` of the protocol.
+    `timeout` bounds connecting, and each call unless the call says otherwise.
     """
 
     protocol: ClassVar[str] = "WebSocket"
@@ -50,6 +51,7 @@ class CommandSocket:
 
     def __init__(self, url: str, name: str, timeout: float = COMMAND_TIMEOUT) -> None:
         self.name = name
+        self.timeout = timeout
         # Browsers refuse connections that send an Origin header, unless told
         # to trust that origin.
         self._socket = websocket.create_connection(
@@ -78,9 +80,11 @@ class CommandSocket:
         self,
         method: str,
         params: dict[str, Any] | None = None,
-        timeout: float = COMMAND_TIMEOUT,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Send a command and wait for its result; raise `error_class`."""
+        if timeout is None:
+            timeout = self.timeout
         reply: Future[dict[str, Any]] = Future()
         self._send(method, params, reply)
         try:
