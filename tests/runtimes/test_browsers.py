@@ -40,9 +40,13 @@ from runtimes.firefox import FirefoxRuntime
 from runtimes.firefox_preferences import loopback_only_preferences
 from runtimes.processes import processes_mentioning
 from tests.support.browsers import (
+    ALL_ASSETS_SCREEN,
     CHROME_BINARY,
     CHROME_LOOPBACK_ONLY,
+    EMPTY_STATE,
+    ISOLATION_SCREEN,
     SCREENS_DIR,
+    WRITTEN_STATE,
     CountingServer,
     all_gone_within,
     browser_folders,
@@ -59,63 +63,6 @@ pytestmark = pytest.mark.browser
 
 USER_AGENT = "set-by-plugin"
 MAX_RESULT_BYTES = 100_000
-
-# Writes (payload.write) and then reads every kind of state a browser keeps
-# for an origin. Service workers need a secure context: 127.0.0.1 is one.
-ISOLATION_SCREEN = """
-async function writeEverything() {
-  document.cookie = "page=1; max-age=3600; path=/";
-  await fetch("/set-cookie");
-  localStorage.setItem("k", "1");
-  sessionStorage.setItem("k", "1");
-  await new Promise(function (resolve, reject) {
-    var request = indexedDB.open("tasks", 1);
-    request.onupgradeneeded = function () { request.result.createObjectStore("s"); };
-    request.onerror = function () { reject(request.error); };
-    request.onsuccess = function () {
-      var transaction = request.result.transaction("s", "readwrite");
-      transaction.objectStore("s").put(1, "k");
-      transaction.oncomplete = function () { request.result.close(); resolve(); };
-      transaction.onerror = function () { reject(transaction.error); };
-    };
-  });
-  await navigator.serviceWorker.register("/sw.js");
-  await navigator.serviceWorker.ready;
-  await (await caches.open("tasks")).put("/kept", new Response("1"));
-  await fetch("/cached.js");
-}
-Fliplet.Page.onRemoteExecution(async function (payload) {
-  if (payload.write) { await writeEverything(); }
-  await fetch("/cached.js");
-  return {
-    cookie: document.cookie,
-    serverCookie: await (await fetch("/cookie")).text(),
-    local: localStorage.getItem("k"),
-    session: sessionStorage.getItem("k"),
-    databases: (await indexedDB.databases()).map(function (d) { return d.name; }),
-    workers: (await navigator.serviceWorker.getRegistrations()).length,
-    caches: await caches.keys()
-  };
-});
-"""
-WRITTEN_STATE = {
-    "cookie": "page=1",
-    "serverCookie": "page=1; server=1",
-    "local": "1",
-    "session": "1",
-    "databases": ["tasks"],
-    "workers": 1,
-    "caches": ["tasks"],
-}
-EMPTY_STATE = {
-    "cookie": "",
-    "serverCookie": "",
-    "local": None,
-    "session": None,
-    "databases": [],
-    "workers": 0,
-    "caches": [],
-}
 
 # Run 1 leaves something in every kind of storage; every run reports what it
 # finds, before and after writing.
@@ -172,29 +119,6 @@ MEDIA_TAGS = (
     '<video src="ASSET_ORIGIN/clip.mp4" autoplay></video>'
     '<audio src="ASSET_ORIGIN/sound.mp3" autoplay></audio>'
 )
-# Every kind of asset a page can ask for, besides what assets.html covers, and
-# the JavaScript ways of fetching that must keep working.
-ALL_ASSETS_SCREEN = """<!doctype html><html><head>
-<style>
-  @import url(/imported.css);
-  @font-face { font-family: F; src: url(/font.woff2); }
-  body { font-family: F; background: url(/background.png); }
-</style>
-<script src="/helper.js"></script>
-</head><body>
-<p>Text in a web font.</p>
-<video src="/clip.mp4" preload="auto"></video>
-<audio src="/sound.mp3" preload="auto"></audio>
-<script>
-  Fliplet.Page.onRemoteExecution(async function () {
-    new Image().src = "/late.png";
-    var data = await (await fetch("/data.json")).json();
-    var worker = new Worker("/worker.js");
-    var answer = await new Promise(function (resolve) { worker.onmessage = resolve; });
-    return { helperLoaded: !!window.helperLoaded, data: data, worker: answer.data };
-  });
-</script>
-</body></html>"""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,87 @@ PLAIN_PAGE = "<!doctype html><html><body><p>No shim here.</p></body></html>"
 
 CHROMIUM_NAMES = ("chromium", "chromium-headless-shell")
 
+# Writes (payload.write) and then reads every kind of state a browser keeps
+# for an origin. Service workers need a secure context: 127.0.0.1 is one.
+ISOLATION_SCREEN = """
+async function writeEverything() {
+  document.cookie = "page=1; max-age=3600; path=/";
+  await fetch("/set-cookie");
+  localStorage.setItem("k", "1");
+  sessionStorage.setItem("k", "1");
+  await new Promise(function (resolve, reject) {
+    var request = indexedDB.open("tasks", 1);
+    request.onupgradeneeded = function () { request.result.createObjectStore("s"); };
+    request.onerror = function () { reject(request.error); };
+    request.onsuccess = function () {
+      var transaction = request.result.transaction("s", "readwrite");
+      transaction.objectStore("s").put(1, "k");
+      transaction.oncomplete = function () { request.result.close(); resolve(); };
+      transaction.onerror = function () { reject(transaction.error); };
+    };
+  });
+  await navigator.serviceWorker.register("/sw.js");
+  await navigator.serviceWorker.ready;
+  await (await caches.open("tasks")).put("/kept", new Response("1"));
+  await fetch("/cached.js");
+}
+Fliplet.Page.onRemoteExecution(async function (payload) {
+  if (payload.write) { await writeEverything(); }
+  await fetch("/cached.js");
+  return {
+    cookie: document.cookie,
+    serverCookie: await (await fetch("/cookie")).text(),
+    local: localStorage.getItem("k"),
+    session: sessionStorage.getItem("k"),
+    databases: (await indexedDB.databases()).map(function (d) { return d.name; }),
+    workers: (await navigator.serviceWorker.getRegistrations()).length,
+    caches: await caches.keys()
+  };
+});
+"""
+WRITTEN_STATE = {
+    "cookie": "page=1",
+    "serverCookie": "page=1; server=1",
+    "local": "1",
+    "session": "1",
+    "databases": ["tasks"],
+    "workers": 1,
+    "caches": ["tasks"],
+}
+EMPTY_STATE = {
+    "cookie": "",
+    "serverCookie": "",
+    "local": None,
+    "session": None,
+    "databases": [],
+    "workers": 0,
+    "caches": [],
+}
+
+# Every kind of asset a page can ask for, besides what assets.html covers, and
+# the JavaScript ways of fetching that must keep working.
+ALL_ASSETS_SCREEN = """<!doctype html><html><head>
+<style>
+  @import url(/imported.css);
+  @font-face { font-family: F; src: url(/font.woff2); }
+  body { font-family: F; background: url(/background.png); }
+</style>
+<script src="/helper.js"></script>
+</head><body>
+<p>Text in a web font.</p>
+<video src="/clip.mp4" preload="auto"></video>
+<audio src="/sound.mp3" preload="auto"></audio>
+<script>
+  Fliplet.Page.onRemoteExecution(async function () {
+    new Image().src = "/late.png";
+    var data = await (await fetch("/data.json")).json();
+    var worker = new Worker("/worker.js");
+    var answer = await new Promise(function (resolve) { worker.onmessage = resolve; });
+    return { helperLoaded: !!window.helperLoaded, data: data, worker: answer.data };
+  });
+</script>
+</body></html>"""
+
 
 def inline_screen(body: str) -> str:
     return (
