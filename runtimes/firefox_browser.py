@@ -144,11 +144,11 @@ class FirefoxBrowser(LocalBrowser):
         )
         self.driver = webdriver.Firefox(options=self._options(), service=self.service)
         self.version = str(self.driver.capabilities.get("browserVersion", ""))
+        self.driver.install_addon(str(extension), temporary=True)
+
         self.bidi = BidiConnection(
             str(self.driver.capabilities["webSocketUrl"]), self.name, BIDI_TIMEOUT
         )
-
-        self.driver.install_addon(str(extension), temporary=True)
         self.contexts.start()
         self._focus(self.contexts.wait_ready(LAUNCH_TIMEOUT))
 
