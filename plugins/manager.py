@@ -1,18 +1,24 @@
-"""Load plugins and look up the runtimes they register.
+"""Load plugins, look up the runtimes they register, and call their hooks one by one.
 
 Plugins come from the `apptasks` entry-point group (the built-in runtimes are
 registered there, exactly like a third party's) and from module names in the
 `APPTASKS_PLUGINS` setting. Loading happens when asked, never at import.
+
+Calling a hook through pluggy runs every implementation in one go, and an
+exception does not say whose it was. Where a failure must name its plugin, or
+must not keep the other plugins from being told, `call_each_plugin` calls the
+implementations one at a time instead.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from functools import partial
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
 import pluggy
 
@@ -104,3 +110,50 @@ def build_runtime(settings: Settings, manager: pluggy.PluginManager) -> Runtime:
             f"(registered: {known})"
         )
     return factory(settings, hooks=manager.hook)
+
+
+@dataclass(frozen=True)
+class PluginCall:
+    """What one plugin's implementation of a hook returned, or raised."""
+
+    plugin_name: str
+    hook_name: str
+    value: Any = None
+    error: Exception | None = None
+
+    @property
+    def failure(self) -> str:
+        """The error, naming the plugin and the hook: for messages and log lines."""
+        return (
+            f"plugin {self.plugin_name!r}, hook {self.hook_name}: "
+            f"{type(self.error).__name__}: {self.error}"
+        )
+
+
+def call_each_plugin(
+    hook: pluggy.HookCaller, /, **arguments: Any
+) -> Iterator[PluginCall]:
+    """Call every plugin's implementation of `hook` on its own, in pluggy's order.
+
+    Each implementation gets the `arguments` it names, as pluggy would give
+    them, and each call is yielded as a `PluginCall` holding what it returned
+    or the `Exception` it raised. Calls are made as the caller iterates: one
+    that stops at the first failure leaves the later plugins uncalled, one that
+    reads to the end tells every plugin whatever the others did.
+    """
+    # get_hookimpls() lists them in the reverse of the order pluggy calls them.
+    for implementation in reversed(hook.get_hookimpls()):
+        if implementation.wrapper or implementation.hookwrapper:
+            # A wrapper surrounds a whole hook call, which this is not.
+            continue
+        wanted = {
+            name: value
+            for name, value in arguments.items()
+            if name in implementation.argnames
+        }
+        call = PluginCall(implementation.plugin_name, hook.name)
+        try:
+            call = replace(call, value=implementation.function(**wanted))
+        except Exception as exc:
+            call = replace(call, error=exc)
+        yield call

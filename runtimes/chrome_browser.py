@@ -27,14 +27,11 @@ call that overstays is ended.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -44,7 +41,6 @@ from selenium.webdriver.remote.remote_connection import RemoteConnection
 from urllib3.exceptions import HTTPError
 
 from apptasks.execution import (
-    RUNTIME_ERROR,
     TIMEOUT_ERROR,
     FailureBundle,
     RunError,
@@ -52,6 +48,7 @@ from apptasks.execution import (
     RunRequest,
 )
 from apptasks.settings import Settings
+from runtimes.browser_runtime import BrowserFailure, first_line
 from runtimes.chrome_devtools import DevToolsConnection, refuse_assets
 from runtimes.chrome_launch import (
     attach_options,
@@ -59,14 +56,13 @@ from runtimes.chrome_launch import (
     command_line,
     wait_for_devtools_port,
 )
-from runtimes.processes import kill_tree, wait_until_gone
+from runtimes.local_browser import LocalBrowser
+from runtimes.processes import kill_tree
 from runtimes.shim import (
-    CONSOLE_SCRIPT,
     INVOKE_SCRIPT,
-    PAGE_WITHOUT_SHIM_SCRIPT,
-    console_lines,
     failed_outcome,
-    missing_shim_message,
+    no_answer_outcome,
+    page_console,
     read_answer,
 )
 
@@ -84,10 +80,6 @@ RESET_TIMEOUT = 5.0
 CLOSE_WAIT = 2.0
 
 
-class BrowserFailure(Exception):
-    """The browser or chromedriver failed outside the screen's own code."""
-
-
 @dataclass(frozen=True)
 class RunContext:
     """A browser context made for one run, and the tab the run loads its screen in.
@@ -99,12 +91,16 @@ class RunContext:
     tab: str
 
 
-class ChromeBrowser:
+class ChromeBrowser(LocalBrowser):
     """One chromedriver, its Chromium, and the folder they own.
 
     `final_arguments` end Chromium's command line, after the settings' and the
     plugins' arguments: the runtime gives the egress proxy's flags there.
     """
+
+    kind: ClassVar[str] = "chrome"
+    close_wait: ClassVar[float] = CLOSE_WAIT
+    network_error: ClassVar[str] = "net::ERR_"
 
     def __init__(
         self,
@@ -115,14 +111,9 @@ class ChromeBrowser:
         hooks: Any = None,
         final_arguments: Sequence[str] = (),
     ) -> None:
-        self.number = number
-        self.folder = folder
-        self.settings = settings
+        super().__init__(number, folder, settings, hooks)
         self.extra_arguments = tuple(extra_arguments)
-        self.hooks = hooks
         self.final_arguments = tuple(final_arguments)
-        self.broken = False
-        self.version = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.service: Service | None = None
         self.driver: webdriver.Chrome | None = None
@@ -130,12 +121,6 @@ class ChromeBrowser:
         self.context: RunContext | None = None
         self._next_context: RunContext | None = None
         self._makes_ahead = False
-        self._closed = False
-        self._closing = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return f"chrome-{self.number}"
 
     @property
     def pid(self) -> int | None:
@@ -144,8 +129,7 @@ class ChromeBrowser:
 
     def open(self) -> None:
         """Blocking: start Chromium and chromedriver, make the first run's context."""
-        for part in ("profile", "tmp", "home"):
-            (self.folder / part).mkdir(parents=True, exist_ok=True)
+        self._make_folders()
         profile = self.folder / "profile"
         options = chromium_options(
             self.settings, profile, self.extra_arguments, self.hooks
@@ -230,13 +214,13 @@ class ChromeBrowser:
             driver.set_script_timeout(request.seconds_left)
             answer = driver.execute_async_script(INVOKE_SCRIPT, *arguments)
             if answer is None:
-                return self._no_answer(request.url)
+                return no_answer_outcome(driver, request.url)
         except TimeoutException:
             message = "the handler had not settled when the run reached its time limit"
             return self._with_bundle(
                 RunOutcome(
                     error=RunError(TIMEOUT_ERROR, message),
-                    console=self._console_lines(),
+                    console=page_console(driver),
                 )
             )
         except (WebDriverException, HTTPError, OSError) as exc:
@@ -279,23 +263,6 @@ class ChromeBrowser:
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("chromedriver of browser %s outlived SIGKILL", self.name)
 
-    def close(self) -> None:
-        """Blocking: quit if healthy, kill what is left, delete the folder."""
-        with self._closing:
-            if self._closed:
-                return
-            if self.driver is not None and not self.broken:
-                self._quit()
-            self.kill()
-            survivors = wait_until_gone(self.folder, CLOSE_WAIT)
-            if survivors:
-                logger.warning(
-                    "browser %s: processes %s survived SIGKILL", self.name, survivors
-                )
-            self._drop_connections()
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self._closed = True
-
     def _switch_contexts(self) -> None:
         """Make the next run's context current, and the one after if ahead."""
         context, self._next_context = self._next_context, None
@@ -322,9 +289,11 @@ class ChromeBrowser:
         return RunContext(browser_context=str(browser_context), tab=str(tab))
 
     def _quit(self) -> None:
+        # Only a healthy browser answers; a broken one is killed straight away.
+        if self.driver is None or self.broken:
+            return
         try:
-            if self.driver is not None:
-                self.driver.quit()
+            self.driver.quit()
         except Exception as exc:
             logger.debug("browser %s: quit failed: %s", self.name, first_line(exc))
 
@@ -345,43 +314,3 @@ class ChromeBrowser:
         if self.devtools is None:
             raise BrowserFailure(f"browser {self.name} is not open")
         return self.devtools
-
-    def _environment(self) -> dict[str, str]:
-        environment = dict(os.environ)
-        environment["TMPDIR"] = str(self.folder / "tmp")
-        environment["HOME"] = str(self.folder / "home")
-        return environment
-
-    def _load_failure(self, url: str, exc: WebDriverException) -> RunOutcome:
-        message = first_line(exc)
-        if "net::ERR_" not in message:
-            raise BrowserFailure(f"the browser failed loading the screen: {message}")
-        return failed_outcome(
-            RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
-        )
-
-    def _no_answer(self, url: str) -> RunOutcome:
-        # The invoke script answers null without a shim; WebDriver also gives
-        # null when a dialog interrupts the script.
-        page_text = self._driver().execute_script(PAGE_WITHOUT_SHIM_SCRIPT)
-        if page_text is not None:
-            return failed_outcome(RUNTIME_ERROR, missing_shim_message(url, page_text))
-        return failed_outcome(
-            RUNTIME_ERROR,
-            "the screen opened a dialog (alert, confirm or prompt) while its "
-            "handler ran; nobody can answer dialogs in a task: use console.log",
-        )
-
-    def _console_lines(self) -> list[str]:
-        try:
-            lines = self._driver().execute_script(CONSOLE_SCRIPT)
-        except (WebDriverException, HTTPError, OSError):
-            return []
-        return console_lines(lines)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line: WebDriver messages go on with stack traces."""
-    message = exc.msg if isinstance(exc, WebDriverException) else str(exc)
-    lines = (message or "").strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

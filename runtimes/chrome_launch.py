@@ -29,6 +29,7 @@ from typing import Any
 from selenium import webdriver
 
 from apptasks.settings import Settings
+from plugins.manager import call_each_plugin
 
 CHROME_FLAGS = (
     "--headless=new",
@@ -111,21 +112,14 @@ def apply_plugins(
     hooks: Any, options: webdriver.ChromeOptions, settings: Settings
 ) -> None:
     """Call every `apptasks_browser_options` implementation; name one that fails."""
-    offered = {"browser": "chrome", "options": options, "settings": settings}
-    # One implementation at a time, in the order pluggy would call them.
-    for implementation in reversed(hooks.apptasks_browser_options.get_hookimpls()):
-        wanted = {
-            name: value
-            for name, value in offered.items()
-            if name in implementation.argnames
-        }
-        try:
-            implementation.function(**wanted)
-        except Exception as exc:
-            raise LaunchError(
-                f"plugin {implementation.plugin_name!r}, hook "
-                f"apptasks_browser_options: {type(exc).__name__}: {exc}"
-            ) from exc
+    for call in call_each_plugin(
+        hooks.apptasks_browser_options,
+        browser="chrome",
+        options=options,
+        settings=settings,
+    ):
+        if call.error is not None:
+            raise LaunchError(call.failure) from call.error
 
 
 def egress_arguments(proxy_url: str) -> tuple[str, ...]:

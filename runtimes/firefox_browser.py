@@ -9,9 +9,9 @@ Every run gets a user context of its own (WebDriver BiDi's name for Firefox's
 containers): cookies, storage, IndexedDB, service workers and caches are kept
 per context, and the context is removed once the run is over. A thread of the
 browser's `ContextSupply` makes the next run's context while the current run
-goes on and removes finished ones, over BiDi; runs themselves load and call the
-screen with classic WebDriver commands, which fail at once when the browser is
-killed.
+goes on and removes finished ones, over a BiDi connection of the browser's own
+that `kill` aborts; runs themselves load and call the screen with classic
+WebDriver commands, which fail at once when the browser is killed.
 
 Every method that talks to the browser blocks: the runtime calls them in threads
 and bounds them in time, and `kill` (which never talks to the browser) is how a
@@ -22,48 +22,48 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
-import shutil
 import stat
 import subprocess
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.timeouts import Timeouts
-from selenium.webdriver.common.window import WindowTypes
 from selenium.webdriver.firefox.service import Service
 from selenium.webdriver.remote.remote_connection import RemoteConnection
 from urllib3.exceptions import HTTPError
 
 from apptasks.errors import ConfigurationError
 from apptasks.execution import (
-    RUNTIME_ERROR,
     TIMEOUT_ERROR,
     RunError,
     RunOutcome,
     RunRequest,
 )
 from apptasks.settings import Settings
-from runtimes.chrome_browser import BrowserFailure, first_line
-from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
+from plugins.manager import call_each_plugin
+from runtimes.browser_runtime import BrowserFailure, first_line
+from runtimes.firefox_contexts import (
+    BidiConnection,
+    ContextSupply,
+    ContextUnavailable,
+    RunContext,
+)
 from runtimes.firefox_preferences import (
     QUIET_ENVIRONMENT,
     Preference,
     runtime_preferences,
     write_extension,
 )
-from runtimes.processes import kill_tree, wait_until_gone
+from runtimes.local_browser import LocalBrowser
+from runtimes.processes import kill_tree
 from runtimes.shim import (
-    CONSOLE_SCRIPT,
     INVOKE_SCRIPT,
-    PAGE_WITHOUT_SHIM_SCRIPT,
-    console_lines,
     failed_outcome,
-    missing_shim_message,
+    no_answer_outcome,
+    page_console,
     read_answer,
 )
 
@@ -84,19 +84,21 @@ SCRIPT_TIMEOUT_SLACK = 0.1
 # A killed Firefox with its content processes can take seconds to exit on a
 # loaded machine; closing waits that long for every one of them.
 CLOSE_WAIT = 10.0
-# Selenium polls for BiDi answers; its default of 0.1 s would add up to 0.1 s
-# to every command. A BiDi call left waiting on a killed browser gives up
-# after BIDI_TIMEOUT, which ends the context thread of that browser.
-BIDI_POLL_INTERVAL = 0.005
+# Seconds a BiDi command may take on a browser that still runs; killing the
+# browser ends a command at once.
 BIDI_TIMEOUT = 5.0
 
 
-class FirefoxBrowser:
+class FirefoxBrowser(LocalBrowser):
     """One geckodriver, its Firefox, and the folder they own.
 
     `final_preferences` are set last, over the settings' and the plugins'
     preferences: the runtime gives the egress proxy's preferences there.
     """
+
+    kind: ClassVar[str] = "firefox"
+    close_wait: ClassVar[float] = CLOSE_WAIT
+    network_error: ClassVar[str] = "about:neterror"
 
     def __init__(
         self,
@@ -107,27 +109,17 @@ class FirefoxBrowser:
         hooks: Any = None,
         final_preferences: Mapping[str, Preference] | None = None,
     ) -> None:
-        self.number = number
-        self.folder = folder
-        self.settings = settings
+        super().__init__(number, folder, settings, hooks)
         self.preferences = dict(preferences or {})
-        self.hooks = hooks
         self.final_preferences = dict(final_preferences or {})
-        self.broken = False
-        self.version = ""
         self.service: Service | None = None
         self.driver: webdriver.Firefox | None = None
+        self.bidi: BidiConnection | None = None
         self.contexts = ContextSupply(
             self.name, make=self._new_context, remove=self._remove_context
         )
         self._used_context: RunContext | None = None
         self._focused_tab = ""
-        self._closed = False
-        self._closing = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return f"firefox-{self.number}"
 
     @property
     def pid(self) -> int | None:
@@ -137,8 +129,7 @@ class FirefoxBrowser:
 
     def open(self) -> None:
         """Blocking: make the folder, start geckodriver and Firefox, make a context."""
-        for part in ("profile", "tmp", "home"):
-            (self.folder / part).mkdir(parents=True, exist_ok=True)
+        self._make_folders()
         extension = write_extension(self.folder / "extension")
 
         # The driver path is always given, so Selenium Manager never runs (it
@@ -153,9 +144,11 @@ class FirefoxBrowser:
         )
         self.driver = webdriver.Firefox(options=self._options(), service=self.service)
         self.version = str(self.driver.capabilities.get("browserVersion", ""))
-        self._tune_bidi(self.driver)
-
         self.driver.install_addon(str(extension), temporary=True)
+
+        self.bidi = BidiConnection(
+            str(self.driver.capabilities["webSocketUrl"]), self.name, BIDI_TIMEOUT
+        )
         self.contexts.start()
         self._focus(self.contexts.wait_ready(LAUNCH_TIMEOUT))
 
@@ -206,11 +199,11 @@ class FirefoxBrowser:
                 driver.set_script_timeout(request.seconds_left)
             answer = driver.execute_async_script(INVOKE_SCRIPT, *arguments)
             if answer is None:
-                return self._no_answer(request.url)
+                return no_answer_outcome(driver, request.url)
         except TimeoutException:
             message = "the handler had not settled when the run reached its time limit"
             return RunOutcome(
-                error=RunError(TIMEOUT_ERROR, message), console=self._console_lines()
+                error=RunError(TIMEOUT_ERROR, message), console=page_console(driver)
             )
         except (WebDriverException, HTTPError, OSError) as exc:
             raise BrowserFailure(
@@ -234,28 +227,11 @@ class FirefoxBrowser:
         """Kill geckodriver, Firefox and its content processes, without asking."""
         self.broken = True
         self.contexts.stop()
+        # Before the processes go: a BiDi call waiting on them fails at once.
+        if self.bidi is not None:
+            self.bidi.abort()
         if not kill_tree(getattr(self.service, "process", None), self.folder):
             logger.warning("geckodriver of browser %s outlived SIGKILL", self.name)
-
-    def close(self) -> None:
-        """Blocking: kill the browser, wait for its processes, delete the folder.
-
-        No polite quit first: Selenium's quit closes the BiDi socket before
-        anything else, and waits about ten seconds for Firefox to let go of it.
-        The profile is deleted anyway, so killing loses nothing.
-        """
-        with self._closing:
-            if self._closed:
-                return
-            self.kill()
-            survivors = wait_until_gone(self.folder, CLOSE_WAIT)
-            if survivors:
-                logger.warning(
-                    "browser %s: processes %s survived SIGKILL", self.name, survivors
-                )
-            self._drop_connections()
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self._closed = True
 
     def _focus(self, context: RunContext) -> None:
         # Contexts are made in background tabs, so as not to push a running
@@ -265,28 +241,33 @@ class FirefoxBrowser:
         self._focused_tab = context.tab
 
     def _new_context(self) -> RunContext:
-        driver = self._driver()
-        user_context = driver.browser.create_user_context()
-        tab = driver.browsing_context.create(
-            type=WindowTypes.TAB, user_context=user_context, background=True
-        )
-        return RunContext(user_context=str(user_context), tab=str(tab))
+        return self._bidi().new_context()
 
     def _remove_context(self, context: RunContext) -> None:
-        # Also closes the context's tab, and whatever the screen opened.
-        self._driver().browser.remove_user_context(context.user_context)
+        self._bidi().remove_context(context)
+
+    def _quit(self) -> None:
+        # No polite quit: the profile is deleted anyway, so killing loses
+        # nothing, and waits on nothing.
+        return
 
     def _drop_connections(self) -> None:
-        # Geckodriver is dead by now; asking it to quit would only retry. The
-        # BiDi socket closed with Firefox, which ends Selenium's reader thread.
+        # Geckodriver is dead by now; asking it to quit would only retry.
         executor = None if self.driver is None else self.driver.command_executor
         if isinstance(executor, RemoteConnection):
             executor.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+        if self.bidi is not None:
+            self.bidi.close()
 
     def _driver(self) -> webdriver.Firefox:
         if self.driver is None:
             raise BrowserFailure(f"browser {self.name} is not open")
         return self.driver
+
+    def _bidi(self) -> BidiConnection:
+        if self.bidi is None:
+            raise BrowserFailure(f"browser {self.name} is not open")
+        return self.bidi
 
     def _options(self) -> webdriver.FirefoxOptions:
         options = webdriver.FirefoxOptions()
@@ -314,69 +295,17 @@ class FirefoxBrowser:
     def _apply_plugins(self, options: webdriver.FirefoxOptions) -> None:
         if self.hooks is None:
             return
-        arguments = {
-            "browser": "firefox",
-            "options": options,
-            "settings": self.settings,
-        }
-        # One implementation at a time, in pluggy's order, so that a failure
-        # names its plugin.
-        for implementation in reversed(
-            self.hooks.apptasks_browser_options.get_hookimpls()
+        for call in call_each_plugin(
+            self.hooks.apptasks_browser_options,
+            browser="firefox",
+            options=options,
+            settings=self.settings,
         ):
-            wanted = {
-                name: value
-                for name, value in arguments.items()
-                if name in implementation.argnames
-            }
-            try:
-                implementation.function(**wanted)
-            except Exception as exc:
-                raise BrowserFailure(
-                    f"plugin {implementation.plugin_name!r}, hook "
-                    f"apptasks_browser_options: {type(exc).__name__}: {exc}"
-                ) from exc
-
-    def _tune_bidi(self, driver: webdriver.Firefox) -> None:
-        # Read when the BiDi connection opens, on the first BiDi command.
-        executor = driver.command_executor
-        if isinstance(executor, RemoteConnection):
-            executor.client_config.websocket_interval = BIDI_POLL_INTERVAL
-            executor.client_config.websocket_timeout = BIDI_TIMEOUT
+            if call.error is not None:
+                raise BrowserFailure(call.failure) from call.error
 
     def _environment(self) -> dict[str, str]:
-        environment = dict(os.environ)
-        environment["TMPDIR"] = str(self.folder / "tmp")
-        environment["HOME"] = str(self.folder / "home")
-        environment.update(QUIET_ENVIRONMENT)
-        return environment
-
-    def _load_failure(self, url: str, exc: WebDriverException) -> RunOutcome:
-        message = first_line(exc)
-        if "about:neterror" not in message:
-            raise BrowserFailure(f"the browser failed loading the screen: {message}")
-        return failed_outcome(
-            RUNTIME_ERROR, f"the screen page {url} could not be loaded: {message}"
-        )
-
-    def _no_answer(self, url: str) -> RunOutcome:
-        # The invoke script answers null without a shim; WebDriver also gives
-        # null when a dialog interrupts the script.
-        page_text = self._driver().execute_script(PAGE_WITHOUT_SHIM_SCRIPT)
-        if page_text is not None:
-            return failed_outcome(RUNTIME_ERROR, missing_shim_message(url, page_text))
-        return failed_outcome(
-            RUNTIME_ERROR,
-            "the screen opened a dialog (alert, confirm or prompt) while its "
-            "handler ran; nobody can answer dialogs in a task: use console.log",
-        )
-
-    def _console_lines(self) -> list[str]:
-        try:
-            lines = self._driver().execute_script(CONSOLE_SCRIPT)
-        except (WebDriverException, HTTPError, OSError):
-            return []
-        return console_lines(lines)
+        return {**super()._environment(), **QUIET_ENVIRONMENT}
 
 
 def geckodriver_path(settings: Settings) -> str:

@@ -41,7 +41,7 @@ from apptasks.errors import ConfigurationError
 from apptasks.execution import RUNTIME_ERROR, TIMEOUT_ERROR, RunOutcome, RunRequest
 from apptasks.hooks import hookimpl
 from apptasks.settings import Settings
-from runtimes.chrome_browser import BrowserFailure, first_line
+from runtimes.browser_runtime import BrowserFailure, elapsed_ms, first_line
 from runtimes.pool import (
     BrowserPool,
     NoFreeBrowser,
@@ -79,7 +79,8 @@ class RemoteRuntime:
 
     `hooks` is the plugin manager's hook relay, for `apptasks_browser_options`
     (called with `browser="remote"` and the Selenium options of the browser
-    asked for).
+    asked for). Each outcome carries `browser_ms`, the time the run held its
+    session: from the lease to the answer, without the wait for a free one.
     """
 
     name: ClassVar[str] = "remote"
@@ -147,7 +148,9 @@ class RemoteRuntime:
             return self._stamped(outcome)
         try:
             async with pool.lease(request.seconds_left) as browser:
+                leased = time.monotonic()
                 outcome = await self._run(browser, request, arguments, started)
+                outcome = replace(outcome, browser_ms=elapsed_ms(leased))
         except NoFreeBrowser:
             outcome = failed_outcome(
                 TIMEOUT_ERROR,

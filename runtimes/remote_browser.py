@@ -54,7 +54,7 @@ from apptasks.execution import (
     RunRequest,
 )
 from apptasks.settings import Settings
-from runtimes.chrome_browser import BrowserFailure, first_line
+from runtimes.browser_runtime import BrowserFailure, first_line
 from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
 from runtimes.remote_bidi import (
     BidiClosed,

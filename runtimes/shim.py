@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.remote.webdriver import WebDriver
+from urllib3.exceptions import HTTPError
+
 from apptasks.execution import RUNTIME_ERROR, RunError, RunOutcome
 
 MAX_ERROR_TYPE_CHARS = 200
@@ -71,6 +75,32 @@ def read_answer(answer: Any, max_result_bytes: int) -> RunOutcome:
         )
         return RunOutcome(error=RunError("ResultTooLarge", message), console=console)
     return RunOutcome(result=result, console=console)
+
+
+def no_answer_outcome(driver: WebDriver, url: str) -> RunOutcome:
+    """Blocking: why `INVOKE_SCRIPT` answered null, asking the page at `url`.
+
+    The script answers null when the page has no shim (the failure then quotes
+    what the page reads); WebDriver also gives null when a dialog interrupts
+    the script.
+    """
+    page_text = driver.execute_script(PAGE_WITHOUT_SHIM_SCRIPT)
+    if page_text is not None:
+        return failed_outcome(RUNTIME_ERROR, missing_shim_message(url, page_text))
+    return failed_outcome(
+        RUNTIME_ERROR,
+        "the screen opened a dialog (alert, confirm or prompt) while its "
+        "handler ran; nobody can answer dialogs in a task: use console.log",
+    )
+
+
+def page_console(driver: WebDriver) -> list[str]:
+    """Blocking: the console lines of the page so far; none if it cannot tell."""
+    try:
+        lines = driver.execute_script(CONSOLE_SCRIPT)
+    except (WebDriverException, HTTPError, OSError):
+        return []
+    return console_lines(lines)
 
 
 def screen_error(outcome: dict[str, Any]) -> RunError:

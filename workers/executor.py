@@ -33,6 +33,7 @@ from apptasks.models import Task, TaskLog
 from apptasks.outages import PATIENCE_SECONDS, describe
 from apptasks.runs import Environment, RunOrder
 from apptasks.settings import Settings
+from plugins.manager import call_each_plugin
 
 logger = logging.getLogger("apptasks.workers.executor")
 
@@ -191,22 +192,18 @@ class RunExecutor:
         """Call a notification hook's implementations; their failures stay theirs."""
         if self.hooks is None:
             return
-        for implementation in getattr(self.hooks, hook_name).get_hookimpls():
-            # pluggy lets an implementation take fewer arguments than the spec.
-            wanted = {
-                name: value
-                for name, value in arguments.items()
-                if name in implementation.argnames
-            }
-            try:
-                await asyncio.to_thread(implementation.function, **wanted)
-            except Exception:
+        # Every plugin is told, in a thread, whatever another one raised.
+        calls = await asyncio.to_thread(
+            list, call_each_plugin(getattr(self.hooks, hook_name), **arguments)
+        )
+        for call in calls:
+            if call.error is not None:
                 logger.warning(
                     "plugin %s failed in hook %s run=%s",
-                    implementation.plugin_name,
+                    call.plugin_name,
                     hook_name,
                     arguments["order"].run_id,
-                    exc_info=True,
+                    exc_info=call.error,
                 )
 
     async def _call_runtime_cancellable(

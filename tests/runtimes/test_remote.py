@@ -43,7 +43,7 @@ from plugins.manager import runtime_factories
 from runtimes import remote
 from runtimes.remote import RemoteRuntime
 from runtimes.remote_options import is_javascript_request, session_capabilities
-from tests.runtimes.test_chrome import (
+from tests.support.browsers import (
     ALL_ASSETS_SCREEN,
     EMPTY_STATE,
     ISOLATION_SCREEN,

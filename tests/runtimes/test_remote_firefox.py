@@ -20,7 +20,8 @@ from apptasks.settings import Settings
 from runtimes.firefox_browser import DEFAULT_FIREFOX_BINARY, geckodriver_path
 from runtimes.firefox_preferences import loopback_only_preferences
 from runtimes.remote import RemoteRuntime
-from tests.runtimes.test_chrome import (
+from tests.runtimes.test_remote import run
+from tests.support.browsers import (
     ALL_ASSETS_SCREEN,
     EMPTY_STATE,
     ISOLATION_SCREEN,
@@ -32,7 +33,6 @@ from tests.runtimes.test_chrome import (
     error_type,
     screen_pages,
 )
-from tests.runtimes.test_remote import run
 from tests.support.webdriver import WebDriverServer, serving, start_webdriver_server
 
 pytestmark = pytest.mark.browser

@@ -119,6 +119,11 @@ async def test_run_task_answers_at_once_and_logs_without_the_result(
     assert entry["data"]["mode"] == "on-demand"
     assert "result" not in entry["data"]
     assert entry["data"]["duration"] >= 1500
+    # The browser held the run for the screen's 1.5 s, and never longer than
+    # the whole run.
+    browser_time = entry["data"]["browserTime"]
+    assert isinstance(browser_time, int)
+    assert 0 < 1500 <= browser_time <= entry["data"]["duration"]
 
 
 async def test_run_with_result_of_a_trivial_screen_is_fast_with_a_warm_browser(
