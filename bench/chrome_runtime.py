@@ -132,12 +132,17 @@ def naive_timings(url: str, runs: int) -> list[float]:
     return timings
 
 
+FULL_CHROMIUM = "/usr/bin/chromium"
+
+
 def naive_run(url: str) -> None:
     """One run the naive way: a browser of its own, started and quit."""
-    settings = Settings()  # the full Chromium, which chromedriver can start
+    settings = Settings()
     profile = Path(tempfile.mkdtemp(prefix="bench-naive-"))
     options = webdriver.ChromeOptions()
-    options.binary_location = settings.chrome_binary
+    # The full Chromium, which chromedriver can start by itself (Debian's
+    # headless shell is a wrapper script that it cannot).
+    options.binary_location = FULL_CHROMIUM
     for flag in (*CHROME_FLAGS, *LOOPBACK_ONLY, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.add_experimental_option("prefs", STARTUP_PREFERENCES)
