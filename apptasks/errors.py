@@ -7,6 +7,7 @@ other exception is a bug of ours and is masked before it reaches a client.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -110,3 +111,20 @@ def check_text(field: str, value: str, *, allow_nul: bool = False) -> str:
     if not allow_nul and "\x00" in value:
         raise BadInput(f"{field}: contains a NUL character")
     return value
+
+
+def check_page_limit(limit: int | None, default: int, maximum: int) -> int:
+    """A list call's `limit`: the default when absent, BadInput outside 1..maximum."""
+    limit = default if limit is None else limit
+    if not 1 <= limit <= maximum:
+        raise BadInput(f"limit {limit}: must be between 1 and {maximum}")
+    return limit
+
+
+def check_known(field: str, value: str, kind: str, known: Sequence[str]) -> None:
+    """BadInput naming the known values when `value` is not one of them."""
+    if value not in known:
+        raise BadInput(
+            f"{field} {value!r}: not a {kind}; use one of "
+            + ", ".join(repr(item) for item in known)
+        )

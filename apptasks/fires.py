@@ -35,7 +35,7 @@ from tortoise.transactions import in_transaction
 
 from apptasks import models, records
 from apptasks.cron import next_fire_after, parse_timezone
-from apptasks.errors import BadInput
+from apptasks.errors import BadInput, check_page_limit
 from apptasks.models import Page, Run, Task
 from apptasks.runs import SCHEDULED, RunOrder, scheduled_order
 
@@ -323,9 +323,7 @@ async def list_fires(
     before: datetime | None = None,
 ) -> list[models.Fire]:
     """A task's ledger, latest fire first, optionally within (after, before)."""
-    limit = DEFAULT_LIMIT if limit is None else limit
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
+    limit = check_page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)
     query = models.Fire.filter(app_id=app_id, task_id=task_id)
     if after is not None:
         query = query.filter(fire_at__gt=check_instant(after, "after"))

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from apptasks import records
 from apptasks.broker import app_log_channel, run_channel
 from apptasks.errors import BadInput, Unavailable
-from apptasks.logs import LOG_TYPES, log_message
+from apptasks.logs import check_log_type, log_message
 from apptasks.models import TaskLog
 from apptasks.settings import Settings
 
@@ -53,11 +53,8 @@ class LogSelection:
     log_type: str | None = None
 
     def __post_init__(self) -> None:
-        if self.log_type is not None and self.log_type not in LOG_TYPES:
-            raise BadInput(
-                f"where.type {self.log_type!r}: not a log type; use one of "
-                + ", ".join(repr(known) for known in LOG_TYPES)
-            )
+        if self.log_type is not None:
+            check_log_type(self.log_type)
 
     def matches(self, message: dict[str, Any]) -> bool:
         """Whether an announced entry (`log_message` shape) is selected."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from apptasks.errors import BadInput, NotFound
+from apptasks.errors import BadInput, NotFound, check_known, check_page_limit
 from apptasks.execution import RunOutcome
 from apptasks.models import FailureBundle, TaskLog
 from apptasks.runs import SCHEDULED, RunOrder
@@ -84,16 +84,11 @@ async def list_logs(
     log_type: str | None = None,
 ) -> tuple[int, list[TaskLog]]:
     """(count of matching entries, one page of them newest first)."""
-    limit = DEFAULT_LIMIT if limit is None else limit
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
+    limit = check_page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)
     if offset < 0:
         raise BadInput(f"offset {offset}: must not be negative")
-    if log_type is not None and log_type not in LOG_TYPES:
-        raise BadInput(
-            f"where.type {log_type!r}: not a log type; use one of "
-            + ", ".join(repr(known) for known in LOG_TYPES)
-        )
+    if log_type is not None:
+        check_log_type(log_type)
 
     query = TaskLog.filter(app_id=app_id)
     if task_id is not None:
@@ -104,6 +99,11 @@ async def list_logs(
     count = await query.count()
     logs = await query.order_by("-id").offset(offset).limit(limit)
     return count, logs
+
+
+def check_log_type(log_type: str) -> None:
+    """BadInput naming the log types when `log_type` is not one of them."""
+    check_known("where.type", log_type, "log type", LOG_TYPES)
 
 
 def log_message(log: TaskLog) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from apptasks import db, outages
-from apptasks.errors import BadInput, NotFound
+from apptasks.errors import BadInput, NotFound, check_known, check_page_limit
 from apptasks.execution import RunError, RunOutcome
 from apptasks.logs import record_run
 from apptasks.models import Run, TaskLog
@@ -253,14 +253,9 @@ async def list_runs(
     limit: int | None = None,
 ) -> list[Run]:
     """The app's runs, newest first, optionally of one task or one status."""
-    limit = DEFAULT_LIMIT if limit is None else limit
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadInput(f"limit {limit}: must be between 1 and {MAX_LIMIT}")
-    if status is not None and status not in STATUSES:
-        raise BadInput(
-            f"status {status!r}: not a run status; use one of "
-            + ", ".join(repr(known) for known in STATUSES)
-        )
+    limit = check_page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)
+    if status is not None:
+        check_known("status", status, "run status", STATUSES)
     query = Run.filter(app_id=app_id)
     if task_id is not None:
         query = query.filter(task_id=task_id)
