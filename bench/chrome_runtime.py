@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from timing import percentile
 
 from apptasks.execution import RunRequest
 from apptasks.screens import render_screen
@@ -160,11 +161,6 @@ def naive_run(url: str) -> None:
     outcome = read_answer(answer, 1_000_000)
     if outcome.result != {"a": 1, "b": 2}:
         raise RuntimeError(f"the naive run failed: {json.dumps(answer)}")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def report(label: str, timings: list[float]) -> float:

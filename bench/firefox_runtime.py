@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selenium import webdriver
 from selenium.webdriver.firefox.service import Service
+from timing import percentile
 
 from apptasks.execution import RunRequest
 from apptasks.screens import render_screen
@@ -134,11 +135,6 @@ def measure_sessions(url: str, runs: int) -> list[float]:
             run()
             timings.append((time.perf_counter() - started) * 1000)
         return timings
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def report(label: str, timings: list[float]) -> float:

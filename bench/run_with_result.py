@@ -19,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import percentile
+
 from tests.support.graphql import Client, new_app, new_task
 from tests.support.paths import screen
 from tests.support.services import RedisServer, Service
@@ -39,11 +41,6 @@ async def measure(service: Service, calls: int) -> list[float]:
         await client.data(QUERY)
         timings.append((time.perf_counter() - started) * 1000)
     return timings
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def run(label: str, queue_poll: str, calls: int, folder: Path, redis: str) -> float:

@@ -43,13 +43,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import percentile
 
 from apptasks import db
 from apptasks.cron import next_fire_after, parse_timezone
@@ -69,11 +70,6 @@ class Lags:
 
     started: list[float]
     handler: list[float]
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def add_idle_tasks(settings: Settings, tasks: int, apps: int) -> None:
