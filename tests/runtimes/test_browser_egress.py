@@ -42,7 +42,12 @@ from runtimes.egress_guard import EgressGuard, opens_own_machine
 from runtimes.firefox import FirefoxRuntime
 from runtimes.firefox_preferences import loopback_only_preferences
 from tests.runtimes.test_chrome import CHROME_BINARY
-from tests.runtimes.test_egress import IPV6_LOOPBACK, TableResolver, UdpCanary
+from tests.runtimes.test_egress import (
+    IPV6_LOOPBACK,
+    LoopbackServer,
+    TableResolver,
+    UdpCanary,
+)
 
 PROXY_LOGGER = "apptasks.runtimes.egress"
 BROWSERS = ["chrome", "firefox"]
@@ -201,66 +206,46 @@ PROBE_PAGE = (
 )
 
 
-class Canary:
-    """A TCP server on loopback that counts the connections it accepts.
+async def answer_as_canary(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Answer an HTTP request with `CANARY_TEXT`, readable from any origin.
 
-    It answers an HTTP request with `CANARY_TEXT`, readable from any origin,
-    so a page that got through can tell.
+    A page that got through can tell; the server counts the connection either way.
     """
+    body = CANARY_TEXT.encode()
+    try:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    except TimeoutError:
+        return
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n"
+        b"Content-Type: text/javascript\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
 
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.connections = 0
-        self._server: asyncio.Server | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> Canary:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self.connections += 1
-        body = CANARY_TEXT.encode()
-        try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n"
-                b"Content-Type: text/javascript\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+def canary(host: str) -> LoopbackServer:
+    """A TCP server on loopback that counts the connections it accepts."""
+    return LoopbackServer(answer_as_canary, host)
 
 
 class Canaries:
     """The canaries of one module: refused ones, an allow-listed one, UDP."""
 
     def __init__(self) -> None:
-        self.refused = Canary("127.0.0.1")
-        self.refused_v6 = Canary("::1") if IPV6_LOOPBACK else None
-        self.allowed = Canary("127.0.0.1")
+        self.refused = canary("127.0.0.1")
+        self.refused_v6 = canary("::1") if IPV6_LOOPBACK else None
+        self.allowed = canary("127.0.0.1")
         self.udp = UdpCanary()
         self.udp_port = 0
         self._udp_transport: asyncio.DatagramTransport | None = None
 
     async def start(self) -> Canaries:
-        for canary in self.tcp:
-            await canary.start()
+        for server in self.tcp:
+            await server.start()
         loop = asyncio.get_running_loop()
         self._udp_transport, _ = await loop.create_datagram_endpoint(
             lambda: self.udp, local_addr=("127.0.0.1", 0)
@@ -269,13 +254,13 @@ class Canaries:
         return self
 
     async def stop(self) -> None:
-        for canary in self.tcp:
-            await canary.stop()
+        for server in self.tcp:
+            await server.stop()
         if self._udp_transport is not None:
             self._udp_transport.close()
 
     @property
-    def tcp(self) -> list[Canary]:
+    def tcp(self) -> list[LoopbackServer]:
         canaries = [self.refused, self.allowed]
         return canaries if self.refused_v6 is None else [*canaries, self.refused_v6]
 
@@ -288,8 +273,8 @@ class Canaries:
         }
 
     def reset(self) -> None:
-        for canary in self.tcp:
-            canary.connections = 0
+        for server in self.tcp:
+            server.connections = 0
         self.udp.datagrams = 0
 
 
