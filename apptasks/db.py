@@ -17,7 +17,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.exceptions import DBConnectionError
 from tortoise.migrations.api import migrate as tortoise_migrate
 
-from apptasks import outages
+from apptasks import outages, sqlite_engine
 from apptasks.settings import Settings
 
 logger = logging.getLogger("apptasks.db")
@@ -40,6 +40,7 @@ SQLITE_PRAGMAS = {"busy_timeout": str(SQLITE_BUSY_TIMEOUT_MS), "synchronous": "N
 POSTGRES_CONNECT_TIMEOUT = 5.0
 POSTGRES_COMMAND_TIMEOUT = 10.0
 POSTGRES_ENGINE = "tortoise.backends.asyncpg"
+SQLITE_ENGINE = "tortoise.backends.sqlite"
 
 # Errors of a connection lost or refused, and asyncpg's for a server that is
 # going away or not taking connections yet; a refused query (a constraint, bad
@@ -67,9 +68,13 @@ def database_url(settings: Settings) -> str:
 
 
 def connection_config(settings: Settings) -> str | dict[str, Any]:
-    """The Tortoise connection: the URL, with timeouts added for PostgreSQL."""
+    """The Tortoise connection: the URL, with timeouts added for PostgreSQL,
+    and SQLite on the engine whose transactions take the write lock first."""
     url = database_url(settings)
     config = expand_db_url(url)
+    if config["engine"] == SQLITE_ENGINE:
+        config["engine"] = sqlite_engine.ENGINE
+        return config
     if config["engine"] != POSTGRES_ENGINE:
         return url
     credentials = config["credentials"]

@@ -83,7 +83,8 @@ async def create_task(app_id: int, spec: TaskInput, settings: Settings) -> Task:
 
     async with in_transaction():
         # Locking the app row serialises concurrent creates for one app, so the
-        # count below cannot be stale (PostgreSQL; SQLite serialises writers).
+        # count below cannot be stale (PostgreSQL; on SQLite the transaction
+        # holds the write lock from its start, see apptasks/sqlite_engine.py).
         await App.select_for_update().get(id=app_id)
         if await Task.filter(app_id=app_id).count() >= settings.max_tasks_per_app:
             raise TaskLimitReached(
