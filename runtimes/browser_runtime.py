@@ -241,8 +241,8 @@ class BrowserRuntime(ABC, Generic[B]):
             )
             return failed_outcome(
                 TIMEOUT_ERROR,
-                "the screen was still busy when the run reached its time limit "
-                "(a loop that never ends?); its browser was killed",
+                "the screen was still loading or busy when the run reached its "
+                "time limit (a loop that never ends?); its browser was killed",
             )
         except BrowserFailure as exc:
             browser.broken = True

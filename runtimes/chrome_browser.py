@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,7 +42,6 @@ from urllib3.exceptions import HTTPError
 
 from apptasks.execution import (
     TIMEOUT_ERROR,
-    FailureBundle,
     RunError,
     RunOutcome,
     RunRequest,
@@ -59,11 +58,13 @@ from runtimes.chrome_launch import (
 from runtimes.local_browser import LocalBrowser
 from runtimes.processes import kill_tree
 from runtimes.shim import (
+    HANDLER_TIMEOUT_MESSAGE,
     INVOKE_SCRIPT,
     failed_outcome,
     no_answer_outcome,
     page_console,
     read_answer,
+    with_bundle,
 )
 
 logger = logging.getLogger("apptasks.runtimes.chrome_browser")
@@ -216,29 +217,19 @@ class ChromeBrowser(LocalBrowser):
             if answer is None:
                 return no_answer_outcome(driver, request.url)
         except TimeoutException:
-            message = "the handler had not settled when the run reached its time limit"
-            return self._with_bundle(
+            return with_bundle(
+                driver,
                 RunOutcome(
-                    error=RunError(TIMEOUT_ERROR, message),
+                    error=RunError(TIMEOUT_ERROR, HANDLER_TIMEOUT_MESSAGE),
                     console=page_console(driver),
-                )
+                ),
             )
         except (WebDriverException, HTTPError, OSError) as exc:
             raise BrowserFailure(
                 f"the browser failed while the handler ran: {first_line(exc)}"
             ) from exc
         outcome = read_answer(answer, max_result_bytes)
-        return outcome if outcome.ok else self._with_bundle(outcome)
-
-    def _with_bundle(self, outcome: RunOutcome) -> RunOutcome:
-        """The failed outcome with a screenshot and the page's HTML, if it answers."""
-        driver = self._driver()
-        try:
-            screenshot = driver.get_screenshot_as_png()
-            html = driver.page_source
-        except (WebDriverException, HTTPError, OSError):
-            return outcome
-        return replace(outcome, bundle=FailureBundle(screenshot, html))
+        return outcome if outcome.ok else with_bundle(driver, outcome)
 
     def reset(self) -> None:
         """Blocking: dispose of the last run's context, switch to the next run's.

@@ -60,11 +60,13 @@ from runtimes.firefox_preferences import (
 from runtimes.local_browser import LocalBrowser
 from runtimes.processes import kill_tree
 from runtimes.shim import (
-    INVOKE_SCRIPT,
+    HANDLER_TIMEOUT_MESSAGE,
+    INVOKE_WITHIN_SCRIPT,
     failed_outcome,
     no_answer_outcome,
     page_console,
     read_answer,
+    with_bundle,
 )
 
 logger = logging.getLogger("apptasks.runtimes.firefox_browser")
@@ -78,8 +80,10 @@ LAUNCH_TIMEOUT = 30.0
 # ends; longer means the browser is stuck.
 RESET_TIMEOUT = 3.0
 CONTEXT_WAIT = RESET_TIMEOUT - 0.5
-# Seconds a handler may overrun its limit before WebDriver stops waiting for it.
-SCRIPT_TIMEOUT_SLACK = 0.1
+# WebDriver's page load and script timeouts, set once for the session: only a
+# backstop, as the runtime kills a browser that overruns a run's deadline and
+# the page itself keeps the handler's time limit.
+SESSION_TIMEOUT = 60.0
 # Seconds a closing browser's killed processes get to exit.
 # A killed Firefox with its content processes can take seconds to exit on a
 # loaded machine; closing waits that long for every one of them.
@@ -143,6 +147,9 @@ class FirefoxBrowser(LocalBrowser):
             popen_kw={"start_new_session": True},
         )
         self.driver = webdriver.Firefox(options=self._options(), service=self.service)
+        self.driver.timeouts = Timeouts(
+            page_load=SESSION_TIMEOUT, script=SESSION_TIMEOUT
+        )
         self.version = str(self.driver.capabilities.get("browserVersion", ""))
         self.driver.install_addon(str(extension), temporary=True)
 
@@ -175,12 +182,9 @@ class FirefoxBrowser(LocalBrowser):
         try:
             if self._used_context.tab != self._focused_tab:
                 self._focus(self._used_context)
-            script_seconds = request.seconds_left
-            driver.timeouts = Timeouts(page_load=script_seconds, script=script_seconds)
             driver.get(request.url)
         except TimeoutException:
-            # The page's own scripts still hold its content process; only a
-            # new browser is sure to be free of them.
+            # Only past SESSION_TIMEOUT, which the runtime's kill comes before.
             self.broken = True
             return failed_outcome(
                 TIMEOUT_ERROR,
@@ -192,24 +196,26 @@ class FirefoxBrowser(LocalBrowser):
             raise BrowserFailure(f"geckodriver stopped answering: {exc}") from exc
 
         try:
-            # Each WebDriver command costs Firefox a few milliseconds: the limit
-            # set before the load is set again only when the load used a part
-            # of it that matters.
-            if script_seconds - request.seconds_left > SCRIPT_TIMEOUT_SLACK:
-                driver.set_script_timeout(request.seconds_left)
-            answer = driver.execute_async_script(INVOKE_SCRIPT, *arguments)
+            # The page keeps the handler's time limit: setting WebDriver's
+            # timeouts for each run cost Firefox ~13 ms a run.
+            limit_ms = max(0, int(request.seconds_left * 1000))
+            answer = driver.execute_async_script(
+                INVOKE_WITHIN_SCRIPT, *arguments, limit_ms
+            )
             if answer is None:
                 return no_answer_outcome(driver, request.url)
         except TimeoutException:
-            message = "the handler had not settled when the run reached its time limit"
-            return RunOutcome(
-                error=RunError(TIMEOUT_ERROR, message), console=page_console(driver)
+            outcome = RunOutcome(
+                error=RunError(TIMEOUT_ERROR, HANDLER_TIMEOUT_MESSAGE),
+                console=page_console(driver),
             )
+            return with_bundle(driver, outcome)
         except (WebDriverException, HTTPError, OSError) as exc:
             raise BrowserFailure(
                 f"the browser failed while the handler ran: {first_line(exc)}"
             ) from exc
-        return read_answer(answer, max_result_bytes)
+        outcome = read_answer(answer, max_result_bytes)
+        return outcome if outcome.ok else with_bundle(driver, outcome)
 
     def reset(self) -> None:
         """Blocking: have the last run's context removed; bring the next one forward.

@@ -8,17 +8,28 @@ context as JSON text, and hands the answer to `read_answer`.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.remote.webdriver import WebDriver
 from urllib3.exceptions import HTTPError
 
-from apptasks.execution import RUNTIME_ERROR, RunError, RunOutcome
+from apptasks.execution import (
+    RUNTIME_ERROR,
+    TIMEOUT_ERROR,
+    FailureBundle,
+    RunError,
+    RunOutcome,
+)
 
 MAX_ERROR_TYPE_CHARS = 200
 MAX_MESSAGE_CHARS = 4000
 MAX_TRACE_CHARS = 16000
+
+HANDLER_TIMEOUT_MESSAGE = (
+    "the handler had not settled when the run reached its time limit"
+)
 
 # Payload and context travel as JSON text: WebDriver would otherwise treat some
 # object keys as element references, and JSON.parse keeps them exact.
@@ -28,6 +39,21 @@ const shim = window.__apptasks;
 if (!shim || typeof shim.invoke !== "function") { done(null); return; }
 shim.invoke(JSON.parse(arguments[0]), JSON.parse(arguments[1])).then(
   (outcome) => done({ outcome: outcome, console: shim.console.slice() })
+);
+"""
+# INVOKE_SCRIPT with the time limit kept by the page: the third argument is the
+# milliseconds the handler has, and past them the answer is `{timedOut: true}`
+# with the console lines, without a WebDriver timeout to set first. A page busy
+# in a loop never runs the timer: the runtime kills its browser instead.
+INVOKE_WITHIN_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const shim = window.__apptasks;
+if (!shim || typeof shim.invokeWithin !== "function") { done(null); return; }
+const limitMs = arguments[2];
+shim.invokeWithin(JSON.parse(arguments[0]), JSON.parse(arguments[1]), limitMs).then(
+  (outcome) => done(outcome === null
+    ? { timedOut: true, console: shim.console.slice() }
+    : { outcome: outcome, console: shim.console.slice() })
 );
 """
 HAS_SHIM_SCRIPT = "return Boolean(window.__apptasks);"
@@ -50,8 +76,12 @@ def invoke_arguments(payload: Any, context: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_answer(answer: Any, max_result_bytes: int) -> RunOutcome:
-    """Turn what `INVOKE_SCRIPT` handed back into an outcome."""
+    """Turn what an invoke script (either of the two) answered into an outcome."""
     console = console_lines(answer.get("console") if isinstance(answer, dict) else [])
+    if isinstance(answer, dict) and answer.get("timedOut") is True:
+        return RunOutcome(
+            error=RunError(TIMEOUT_ERROR, HANDLER_TIMEOUT_MESSAGE), console=console
+        )
     text = answer.get("outcome") if isinstance(answer, dict) else None
     try:
         outcome = json.loads(text) if isinstance(text, str) else None
@@ -92,6 +122,19 @@ def no_answer_outcome(driver: WebDriver, url: str) -> RunOutcome:
         "the screen opened a dialog (alert, confirm or prompt) while its "
         "handler ran; nobody can answer dialogs in a task: use console.log",
     )
+
+
+def with_bundle(driver: WebDriver, outcome: RunOutcome) -> RunOutcome:
+    """Blocking: the failed outcome with a screenshot and the page's HTML.
+
+    The outcome as it is when the page does not answer.
+    """
+    try:
+        screenshot = driver.get_screenshot_as_png()
+        html = driver.page_source
+    except (WebDriverException, HTTPError, OSError):
+        return outcome
+    return replace(outcome, bundle=FailureBundle(screenshot, html))
 
 
 def page_console(driver: WebDriver) -> list[str]:

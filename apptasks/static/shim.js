@@ -64,6 +64,9 @@
     return { ok: false, errorType: "Error", errorMessage: describe(thrown), trace: "" };
   }
 
+  var startTimer = window.setTimeout.bind(window);
+  var stopTimer = window.clearTimeout.bind(window);
+
   function settle(outcome) {
     try {
       var text = JSON.stringify(outcome);
@@ -92,6 +95,19 @@
       }, function (thrown) {
         return settle(failure(thrown));
       });
+  };
+
+  // The run's time limit, kept in the page: null when the handler has not
+  // settled within `ms`. The timers are the page's own, taken before any of
+  // the screen's scripts could replace them.
+  state.invokeWithin = function (payload, context, ms) {
+    return new Promise(function (resolve) {
+      var timer = startTimer(function () { resolve(null); }, ms);
+      state.invoke(payload, context).then(function (text) {
+        stopTimer(timer);
+        resolve(text);
+      });
+    });
   };
 
   Object.defineProperty(window, "__apptasks", { value: state });

@@ -318,6 +318,18 @@ async def test_thrown_type_error_is_reported_with_its_trace(
     assert outcome.error.trace
 
 
+async def test_a_failed_run_keeps_a_screenshot_and_the_page_html(
+    runtime: BrowserRuntime[Any], screens: str
+) -> None:
+    outcome = await run(runtime, f"{screens}/throws.html", {"Email": "a@b.example"})
+
+    assert outcome.bundle is not None
+    assert outcome.bundle.screenshot_png is not None
+    assert outcome.bundle.screenshot_png.startswith(b"\x89PNG")
+    assert outcome.bundle.html is not None
+    assert "mailer.sendEmail" in outcome.bundle.html
+
+
 async def test_screen_without_handler_fails_fast(
     runtime: BrowserRuntime[Any], screens: str
 ) -> None:
@@ -538,6 +550,24 @@ async def test_pending_handler_times_out_at_the_deadline(
     assert error_type(outcome) == TIMEOUT_ERROR
     assert 1.9 < elapsed < 2 + browser.handler_timeout_slack
     assert (await run(runtime, f"{screens}/hello.html")).ok
+
+
+async def test_a_pending_handler_times_out_with_a_bundle_and_keeps_the_browser(
+    runtime: BrowserRuntime[Any], screens: str
+) -> None:
+    """A handler that waits is not a stuck browser: nothing is killed."""
+    folders = browser_folders(runtime)
+
+    outcome = await run(runtime, f"{screens}/slow.html", {"ms": 15000}, seconds=1.5)
+
+    assert error_type(outcome) == TIMEOUT_ERROR
+    assert outcome.error is not None
+    assert "had not settled" in outcome.error.message
+    assert outcome.bundle is not None
+    assert outcome.bundle.html is not None
+    assert "payload.ms" in outcome.bundle.html
+    assert (await run(runtime, f"{screens}/hello.html")).ok
+    assert browser_folders(runtime) == folders
 
 
 async def test_busy_loop_times_out_and_next_run_succeeds(
