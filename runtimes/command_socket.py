@@ -9,8 +9,8 @@ for it, and each event to its handler.
 
 No call waits on a browser that is gone: when the socket closes, or when the
 runtime aborts it because it is killing the browser, every waiting call fails
-at once with `CommandError`, and so does every later one. The time a call may
-take is wall-clock time, however busy the machine.
+at once with the protocol's closed error, and so does every later one. The
+time a call may take is wall-clock time, however busy the machine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -35,19 +35,32 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 
 class CommandError(Exception):
-    """A command failed or timed out, or the connection is closed."""
+    """A command failed or timed out, or the connection is closed.
+
+    `error` is the protocol's error code when the browser answered with one
+    (BiDi's `no such frame`), else empty.
+    """
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class CommandSocket:
     """One WebSocket connection to a browser, safe to use from several threads.
 
     `protocol` names the connection in error messages (`DevTools`, `BiDi`);
-    `error_class` is what its failures raise, a `CommandError` of the protocol.
-    `timeout` bounds connecting, and each call unless the call says otherwise.
+    `error_class` is what its failures raise, a `CommandError` of the protocol,
+    and `timeout_class` and `closed_class` may narrow it. `timeout` bounds
+    connecting, and each call unless the call says otherwise.
     """
 
     protocol: ClassVar[str] = "WebSocket"
     error_class: ClassVar[type[CommandError]] = CommandError
+    # What a call raises when no answer comes in time, and when the connection
+    # closes before it: the error class itself unless a protocol tells apart.
+    timeout_class: ClassVar[type[CommandError] | None] = None
+    closed_class: ClassVar[type[CommandError] | None] = None
 
     def __init__(self, url: str, name: str, timeout: float = COMMAND_TIMEOUT) -> None:
         self.name = name
@@ -83,19 +96,39 @@ class CommandSocket:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Send a command and wait for its result; raise `error_class`."""
-        if timeout is None:
-            timeout = self.timeout
+        return self.result(method, self.request(method, params), timeout)
+
+    def request(
+        self, method: str, params: dict[str, Any] | None = None
+    ) -> Future[dict[str, Any]]:
+        """Send a command; its reply comes in the future (see `result`).
+
+        Several requests in flight cost one round trip together.
+        """
         reply: Future[dict[str, Any]] = Future()
         self._send(method, params, reply)
+        return reply
+
+    def result(
+        self,
+        method: str,
+        reply: Future[dict[str, Any]],
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The result of a command sent with `request`; raises as `call` does."""
+        if timeout is None:
+            timeout = self.timeout
         try:
-            message = reply.result(timeout)
+            message = reply.result(max(0.0, timeout))
         except TimeoutError:
-            raise self.error_class(
+            raise (self.timeout_class or self.error_class)(
                 f"{method} had no answer from browser {self.name} within {timeout:.1f}s"
             ) from None
 
-        if message.get("error") is not None:
-            raise self.error_class(f"{method} failed: {error_text(message)}")
+        error = message.get("error")
+        if error is not None:
+            code = error if isinstance(error, str) else ""
+            raise self.error_class(f"{method} failed: {error_text(message)}", code)
         result = message.get("result")
         return result if isinstance(result, dict) else {}
 
@@ -116,6 +149,12 @@ class CommandSocket:
         self._fail_waiting("the runtime closed it")
         self._socket.close()
 
+    def cancel_waiting(self, reason: str) -> None:
+        """Fail every call waiting now; later calls may go on."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        self._fail(waiting.values(), f"a call was given up: {reason}")
+
     def _send(
         self,
         method: str,
@@ -124,7 +163,7 @@ class CommandSocket:
     ) -> None:
         with self._lock:
             if self._closed is not None:
-                raise self.error_class(
+                raise (self.closed_class or self.error_class)(
                     f"{method}: the {self.protocol} connection of browser {self.name} "
                     f"is closed ({self._closed})"
                 )
@@ -136,14 +175,16 @@ class CommandSocket:
             self._socket.send(json.dumps(message))
         except (websocket.WebSocketException, OSError) as exc:
             self._fail_waiting(f"sending failed: {exc}")
-            raise self.error_class(f"{method}: {exc}") from exc
+            raise (self.closed_class or self.error_class)(f"{method}: {exc}") from exc
 
     def _read(self) -> None:
         reason = "the browser closed it"
         try:
             while True:
                 self._dispatch(json.loads(self._socket.recv()))
-        except (websocket.WebSocketException, OSError, ValueError) as exc:
+        except Exception as exc:
+            # Whatever ended the reading (a closed socket, a broken frame),
+            # every waiting call must learn of it, or it would wait in vain.
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else reason
         finally:
             self._fail_waiting(reason)
@@ -181,13 +222,15 @@ class CommandSocket:
             if self._closed is None:
                 self._closed = reason
             waiting, self._waiting = self._waiting, {}
-        for reply in waiting.values():
-            reply.set_exception(
-                self.error_class(
-                    f"the {self.protocol} connection of browser {self.name} "
-                    f"closed: {reason}"
-                )
-            )
+        self._fail(
+            waiting.values(),
+            f"the {self.protocol} connection of browser {self.name} closed: {reason}",
+        )
+
+    def _fail(self, replies: Iterable[Future[dict[str, Any]]], message: str) -> None:
+        for reply in replies:
+            if not reply.done():
+                reply.set_exception((self.closed_class or self.error_class)(message))
 
 
 def error_text(message: dict[str, Any]) -> str:

@@ -44,13 +44,9 @@ from apptasks.execution import (
 )
 from apptasks.settings import Settings
 from plugins.manager import call_each_plugin
+from runtimes.bidi import BidiConnection, RunContext
 from runtimes.browser_runtime import BrowserFailure, first_line
-from runtimes.firefox_contexts import (
-    BidiConnection,
-    ContextSupply,
-    ContextUnavailable,
-    RunContext,
-)
+from runtimes.firefox_contexts import ContextSupply, ContextUnavailable
 from runtimes.firefox_preferences import (
     QUIET_ENVIRONMENT,
     Preference,

@@ -19,53 +19,15 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
 
+from runtimes.bidi import RunContext
 from runtimes.browser_runtime import first_line
-from runtimes.command_socket import CommandError, CommandSocket
 
 logger = logging.getLogger("apptasks.runtimes.firefox_contexts")
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """A user context made for one run, and the tab the run loads its screen in."""
-
-    user_context: str
-    tab: str
-
-
 class ContextUnavailable(Exception):
     """No fresh context could be had: making one failed, timed out, or stopped."""
-
-
-class BidiError(CommandError):
-    """A WebDriver BiDi command failed or timed out, or the connection is closed."""
-
-
-class BidiConnection(CommandSocket):
-    """A WebDriver BiDi connection to one Firefox, for its user contexts."""
-
-    protocol: ClassVar[str] = "BiDi"
-    error_class: ClassVar[type[CommandError]] = BidiError
-
-    def new_context(self) -> RunContext:
-        """Blocking: a new user context, and a tab in it left in the background.
-
-        In the background, so as not to push a running screen there.
-        """
-        user_context = self.call("browser.createUserContext")["userContext"]
-        tab = self.call(
-            "browsingContext.create",
-            {"type": "tab", "userContext": user_context, "background": True},
-        )["context"]
-        return RunContext(user_context=str(user_context), tab=str(tab))
-
-    def remove_context(self, context: RunContext) -> None:
-        """Blocking: remove a user context, closing its tabs and whatever the
-        screen opened."""
-        self.call("browser.removeUserContext", {"userContext": context.user_context})
 
 
 class ContextSupply:

@@ -2,7 +2,7 @@
 
 The endpoint (a Selenium Grid, or a chromedriver or geckodriver left running)
 starts the browser; the runtime only has its session, over HTTP for starting
-and ending it and over WebDriver BiDi (`runtimes.remote_bidi`) for everything
+and ending it and over WebDriver BiDi (`runtimes.bidi`) for everything
 else. Classic WebDriver commands are not used for runs: ChromeDriver handles
 one classic command of a session at a time, BiDi included, so a request held by
 the JavaScript-only intercept could never be let through while a classic
@@ -54,15 +54,16 @@ from apptasks.execution import (
     RunRequest,
 )
 from apptasks.settings import Settings
-from runtimes.browser_runtime import BrowserFailure, first_line
-from runtimes.firefox_contexts import ContextSupply, ContextUnavailable, RunContext
-from runtimes.remote_bidi import (
+from runtimes.bidi import (
     BidiClosed,
     BidiConnection,
     BidiError,
     BidiTimeout,
+    RunContext,
     remote_value,
 )
+from runtimes.browser_runtime import BrowserFailure, first_line
+from runtimes.firefox_contexts import ContextSupply, ContextUnavailable
 from runtimes.remote_endpoint import RemoteSession, WebDriverEndpoint
 from runtimes.remote_options import is_javascript_request, session_capabilities
 from runtimes.shim import (
@@ -310,25 +311,21 @@ class RemoteBrowser:
 
     def _new_context(self) -> RunContext:
         bidi = self._bidi()
-        user_context = bidi.call("browser.createUserContext")["userContext"]
-        tab = bidi.call(
-            "browsingContext.create",
-            {"type": "tab", "userContext": user_context, "background": True},
-        )["context"]
+        context = bidi.new_context()
         # An intercept per tab rather than one for the whole browser: with
         # ChromeDriver 156, a request a dedicated worker makes under a global
         # intercept can be neither continued nor failed, and always hangs.
         intercept = bidi.call(
             "network.addIntercept",
-            {"phases": ["beforeRequestSent"], "contexts": [tab]},
+            {"phases": ["beforeRequestSent"], "contexts": [context.tab]},
         )["intercept"]
-        self._intercepts[str(tab)] = str(intercept)
-        return RunContext(user_context=str(user_context), tab=str(tab))
+        self._intercepts[context.tab] = str(intercept)
+        return context
 
     def _remove_context(self, context: RunContext) -> None:
         bidi = self._bidi()
         # Also closes the context's tab, and whatever the screen opened.
-        bidi.call("browser.removeUserContext", {"userContext": context.user_context})
+        bidi.remove_context(context)
         intercept = self._intercepts.pop(context.tab, None)
         if intercept is None:
             return
