@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
+from graphql import GraphQLError, OperationType, parse
+from graphql.utilities import get_operation_ast
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,6 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -29,10 +32,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
 )
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from apptasks import db
-from apptasks.errors import Unauthenticated
+from apptasks.errors import BadInput, Unauthenticated
 from apptasks.limits import BodySizeLimit
 from apptasks.settings import Settings
 from apptasks.web import health, javascript_client, render_page
@@ -129,6 +133,31 @@ class AppTasksGraphQL(GraphQL[Context, None]):
             )
         return parsed
 
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, refusing a subscription sent as a plain HTTP request.
+
+        Strawberry would run it as a query, which ends in an internal error.
+        """
+        if _is_subscription(request_data):
+            error = GraphQLError(
+                "subscriptions are served over WebSocket only: open one on "
+                "/graphql with the graphql-transport-ws protocol, and send the "
+                'token in connection_init as {"authorization": "Bearer ..."}',
+                extensions={"code": BadInput.code},
+            )
+            return ExecutionResult(data=None, errors=[error])
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None
     ) -> Context:
@@ -151,6 +180,19 @@ class AppTasksGraphQL(GraphQL[Context, None]):
         except Unauthenticated as exc:
             raise ConnectionRejectionError({"message": exc.message}) from exc
         return UnsetType()  # the singleton: a plain connection_ack
+
+
+def _is_subscription(request_data: GraphQLRequestData) -> bool:
+    """Whether the request's operation is a subscription (a cheap look first)."""
+    query = request_data.query
+    if not query or "subscription" not in query:
+        return False
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False  # Strawberry answers the syntax error itself.
+    operation = get_operation_ast(document, request_data.operation_name)
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -292,6 +292,29 @@ async def test_the_legacy_graphql_ws_protocol_is_refused(live_service: Service) 
     assert old.close_code == 4406
 
 
+@pytest.mark.parametrize(
+    "subscription",
+    [
+        "subscription { taskLogs { id } }",
+        'subscription { runUpdates(runId: "x") { status } }',
+    ],
+)
+@pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
+async def test_a_subscription_sent_over_http_is_refused_saying_where_to_go(
+    live_service: Service, subscription: str, with_token: bool
+) -> None:
+    client = await new_app(live_service.url)
+    if not with_token:
+        client = Client(live_service.url, None)
+    tracebacks = live_service.log("api").count("Traceback")
+
+    error = await client.error(subscription)
+
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "WebSocket" in error["message"]
+    assert live_service.log("api").count("Traceback") == tracebacks
+
+
 async def test_the_admin_token_cannot_subscribe_to_logs(live_service: Service) -> None:
     async with subscriber(live_service, ADMIN_TOKEN) as live:
         await live.subscribe(TASK_LOGS)
