@@ -39,12 +39,17 @@ async def record_run(order: RunOrder, outcome: RunOutcome, duration_ms: int) -> 
         data["scheduledFor"] = order.fire_at
         if outcome.ok:
             data["result"] = outcome.result
+    # A bundle only when the page showed something: a run cancelled before its
+    # browser answered, or whose browser was killed silent, has nothing to keep.
+    keeps_bundle = outcome.error is not None and (
+        outcome.bundle is not None or bool(outcome.console)
+    )
     if outcome.error is not None:
         data.update(outcome.error.as_log_data())
-        data["bundle"] = True
+        data["bundle"] = keeps_bundle
 
     async with in_transaction():
-        if outcome.error is not None:
+        if keeps_bundle:
             await _keep_bundle(order, outcome)
         return await TaskLog.create(
             app_id=order.app_id,
