@@ -70,7 +70,11 @@ def parse_timezone(value: str) -> tzinfo:
     if match:
         minutes = int(match["minutes"] or 0)
         offset = timedelta(hours=int(match["hours"]), minutes=minutes)
-        if minutes >= 60 or offset > MAX_OFFSET:
+        if minutes >= 60:
+            raise BadInput(
+                f"timezone {value!r}: the minutes of an offset must be 00-59"
+            )
+        if offset > MAX_OFFSET:
             raise BadInput(
                 f"timezone {value!r}: an offset must be between -14:00 and +14:00"
             )
@@ -88,13 +92,18 @@ def parse_timezone(value: str) -> tzinfo:
 def validate_frequency(expr: str) -> str:
     """The expression, normalised, or BadInput naming what is wrong with it."""
     normalised = " ".join(expr.split())
+    if not normalised:
+        raise BadInput(
+            f"frequency {expr!r}: blank; give a cron expression such as "
+            "'0 9 * * *', or null (or \"\") for a task that runs only on demand"
+        )
     if len(normalised) > MAX_FREQUENCY_LENGTH:
         raise BadInput(
             f"frequency: {len(normalised)} characters is more than the limit of "
             f"{MAX_FREQUENCY_LENGTH}"
         )
 
-    expression = parse_expression(normalised)
+    expression = parse_expression(expr)
     if not expression.can_fire():
         raise BadInput(
             f"frequency {expr!r}: it can never fire, no date matches its day of "

@@ -59,6 +59,7 @@ CREATE_CASES = [
     ("step zero", {"frequency": "*/0 * * * *"}, "BAD_USER_INPUT", "'*/0 * * * *'"),
     ("unknown zone", {"timezone": "Mars/Olympus"}, "BAD_USER_INPUT", "Mars/Olympus"),
     ("offset too far", {"timezone": "+15:00"}, "BAD_USER_INPUT", "+14:00"),
+    ("offset minutes", {"timezone": "+05:61"}, "BAD_USER_INPUT", "00-59"),
     ("timeout zero", {"timeout": 0}, "BAD_USER_INPUT", "timeout 0"),
     ("timeout 31", {"timeout": 31}, "BAD_USER_INPUT", "between 1 and 30"),
     ("trailing newline", {"name": "a\n"}, "BAD_USER_INPUT", "name 'a\\n'"),
