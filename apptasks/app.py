@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -33,7 +33,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
 )
 from strawberry.types import ExecutionResult
-from strawberry.types.unset import UnsetType
+from strawberry.types.unset import UNSET, UnsetType
 
 from apptasks import db
 from apptasks.errors import BadInput, Unauthenticated
@@ -120,6 +120,26 @@ class AppTasksGraphQL(GraphQL[Context, None]):
             allowed_origins=settings.cors_origins,
         )
         self.settings = settings
+
+    async def run(
+        self,
+        request: Request | WebSocket,
+        context: Any = UNSET,
+        root_value: Any = UNSET,
+    ) -> Any:
+        """Strawberry's, answering a refused HTTP request in GraphQL's shape.
+
+        Strawberry answers a body it cannot use (not JSON, a batch, no query)
+        with plain text; clients read `errors` and `extensions.code` instead,
+        as they do for every other refusal, 413 included.
+        """
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(request, WebSocket):
+                raise
+            error = {"message": exc.reason, "extensions": {"code": BadInput.code}}
+            return JSONResponse({"errors": [error]}, status_code=exc.status_code)
 
     def parse_json(self, data: str | bytes) -> Any:
         """The request body as JSON, refusing what is not a GraphQL request."""

@@ -74,6 +74,7 @@ async def test_batched_requests_are_refused(stub_service: Service) -> None:
     )
 
     assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 async def test_a_request_body_over_the_limit_is_refused_with_413(

@@ -332,6 +332,9 @@ async def test_a_body_that_is_not_a_graphql_request_gets_a_400(
         )
 
     assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"]
     assert (await client.data("{ tasks { id } }"))["tasks"], "still answering"
 
 
