@@ -138,6 +138,14 @@ class PooledRuntime(ABC, Generic[L]):
         self._pool: BrowserPool[L] | None = None
         self._numbers = count(1)
 
+    @abstractmethod
+    async def start(self) -> None:
+        """Start the browsers; fail with a `ConfigurationError` if one cannot."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Close every browser and whatever the runtime started for them."""
+
     def check_settings(self) -> None:
         """Raise `ConfigurationError` for a setting no browser could start with."""
         if self.settings.browsers < 1:
