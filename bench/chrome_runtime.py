@@ -29,15 +29,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,12 +43,11 @@ from selenium.webdriver.chrome.service import Service
 from timing import percentile
 
 from apptasks.execution import RunRequest
-from apptasks.screens import render_screen
 from apptasks.settings import Settings
 from runtimes.chrome import ChromeRuntime
 from runtimes.chrome_launch import CHROME_FLAGS
 from runtimes.shim import INVOKE_SCRIPT, invoke_arguments, read_answer
-from tests.support.paths import screen
+from tests.support.browsers import serving_screens
 
 LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)
 PAYLOAD = {"x": 1}
@@ -68,27 +64,8 @@ STARTUP_PREFERENCES = {
 @contextmanager
 def hello_server() -> Iterator[str]:
     """URL of hello.html, served from 127.0.0.1 for as long as the block runs."""
-    page = render_screen(screen("hello.html")).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hello.html"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_screens() as base:
+        yield f"{base}/hello.html"
 
 
 async def runtime_timings(url: str, runs: int, pause: float) -> list[float]:

@@ -27,13 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,13 +39,12 @@ from selenium.webdriver.firefox.service import Service
 from timing import percentile
 
 from apptasks.execution import RunRequest
-from apptasks.screens import render_screen
 from apptasks.settings import Settings
 from runtimes.firefox import FirefoxRuntime
 from runtimes.firefox_browser import DEFAULT_FIREFOX_BINARY, geckodriver_path
 from runtimes.firefox_preferences import loopback_only_preferences, runtime_preferences
 from runtimes.shim import INVOKE_SCRIPT, invoke_arguments, read_answer
-from tests.support.paths import screen
+from tests.support.browsers import serving_screens
 
 RUNS = 30
 WARM_UP = 5
@@ -56,25 +52,6 @@ WARM_UP = 5
 # its content process starts in the background.
 PACE = 0.5
 PAYLOAD = {"n": 1}
-
-
-def serve_hello() -> tuple[ThreadingHTTPServer, str]:
-    page = render_screen(screen("hello.html")).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/hello.html"
 
 
 async def measure_runtime(url: str, runs: int, pause: float = 0.0) -> list[float]:
@@ -158,8 +135,8 @@ def report(label: str, timings: list[float]) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else RUNS
-    server, url = serve_hello()
-    try:
+    with serving_screens() as base:
+        url = f"{base}/hello.html"
         runtime_median = report(
             "runtime, back to back", asyncio.run(measure_runtime(url, runs))
         )
@@ -168,9 +145,6 @@ def main() -> None:
             asyncio.run(measure_runtime(url, runs, pause=PACE)),
         )
         session_median = report("new session per run", measure_sessions(url, runs))
-    finally:
-        server.shutdown()
-        server.server_close()
     sys.stdout.write(
         f"a new session per run is {session_median / runtime_median:.0f}x slower "
         "than a run back to back\n"
