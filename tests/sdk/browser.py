@@ -7,6 +7,8 @@ as it is for a web app that uses App Tasks.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,11 +104,14 @@ def chromium(script_timeout: float) -> Iterator[webdriver.Chrome]:
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    chrome = webdriver.Chrome(
-        service=ChromeDriverService(executable_path=CHROMEDRIVER), options=options
-    )
-    try:
-        chrome.set_script_timeout(script_timeout)
-        yield chrome
-    finally:
-        chrome.quit()
+    # Chromium leaves its singleton socket's folder in TMPDIR: in one of ours.
+    with tempfile.TemporaryDirectory(prefix="apptasks-sdk-") as folder:
+        service = ChromeDriverService(
+            executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": folder}
+        )
+        chrome = webdriver.Chrome(service=service, options=options)
+        try:
+            chrome.set_script_timeout(script_timeout)
+            yield chrome
+        finally:
+            chrome.quit()
